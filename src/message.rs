@@ -131,3 +131,17 @@ impl EmotionResult {
         self.scores.get(emotion.as_str()).copied().unwrap_or(0.0)
     }
 }
+
+/// What escalation tracking knows about a conversation after observing its latest message;
+/// reply drafting uses it to pick a strategy (a customer getting angrier gets a human).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConversationTrend {
+    /// Turns observed in the conversation window (including this one).
+    pub turns: u32,
+    /// Exponentially weighted negativity over the window, in [0, 1].
+    pub ewma_negativity: f32,
+    /// Negativity rose by at least the configured delta over the last K turns.
+    pub rising: bool,
+    /// The conversation has an open escalation (this message or an earlier one triggered it).
+    pub escalated: bool,
+}

@@ -1,0 +1,462 @@
+//! Configuration: one typed struct per subcommand, parsed by clap. Every flag has an
+//! environment fallback (`MOODSTREAM_...`) so Helm values map to env vars; doc comments are
+//! the `--help` text. Validation that needs more than one field lives in [`RunConfig::validate`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::escalation::EscalationConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "moodstream",
+    version,
+    about = "Emotion labels, drafted replies and escalation events for customer-service messages on Kafka"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Join the consumer group and process messages until SIGTERM/SIGINT.
+    Run(Box<RunConfig>),
+    /// Classify JSONL customer messages (stdin or --input) and write JSONL emotion results to stdout.
+    Classify(ClassifyConfig),
+    /// In-process benchmark: synthetic messages through decode → tokenize → batch → infer → draft.
+    Bench(BenchConfig),
+    /// Produce realistic sample customer messages to Kafka (the demo's traffic).
+    DemoProduce(DemoProduceConfig),
+}
+
+/// Wire format of a topic's values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    /// Avro in the Confluent wire format (magic byte 0, 4-byte schema id).
+    Avro,
+}
+
+/// Where the ONNX session runs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutionProvider {
+    /// CUDA if it registers, else CPU (logged loudly).
+    Auto,
+    Cpu,
+    /// CUDA or a startup error.
+    Cuda,
+}
+
+/// Which shipped model file to load from the model directory.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelVariant {
+    /// `model.int8.onnx`: dynamic-quantised, for CPU.
+    Int8,
+    /// `model.fp16.onnx`: derived by `models/derive_fp16.py`, for CUDA.
+    Fp16,
+}
+
+/// Model, tokenizer and batching options shared by `run`, `classify` and `bench`.
+#[derive(Args, Debug, Clone)]
+pub struct ModelConfig {
+    /// Directory with model.*.onnx, tokenizer.json and labels.json.
+    #[arg(
+        long,
+        env = "MOODSTREAM_MODEL_DIR",
+        default_value = "models/emotion-minilm"
+    )]
+    pub model_dir: PathBuf,
+    /// Model file variant; defaults to fp16 when the provider is cuda, else int8.
+    #[arg(long, env = "MOODSTREAM_MODEL_VARIANT")]
+    pub model_variant: Option<ModelVariant>,
+    /// Path to libonnxruntime.so (scripts/setup-ort.sh prints it).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    pub ort_dylib_path: Option<PathBuf>,
+    #[arg(
+        long,
+        env = "MOODSTREAM_EXECUTION_PROVIDER",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub execution_provider: ExecutionProvider,
+    /// CUDA device ordinal.
+    #[arg(long, env = "MOODSTREAM_CUDA_DEVICE_ID", default_value_t = 0)]
+    pub cuda_device_id: i32,
+    /// ONNX Runtime intra-op threads (CPU provider); 0 = number of cores.
+    #[arg(long, env = "MOODSTREAM_INTRA_THREADS", default_value_t = 0)]
+    pub intra_threads: usize,
+    /// Tokenizer threads; 0 = one per core, at most 4.
+    #[arg(long, env = "MOODSTREAM_TOKENIZER_THREADS", default_value_t = 0)]
+    pub tokenizer_threads: usize,
+    /// Tokens per message fed to the model (longer texts are truncated for the model only;
+    /// outputs keep the original message ids and the text is never rewritten).
+    #[arg(long, env = "MOODSTREAM_MAX_SEQ_LEN", default_value_t = 128)]
+    pub max_seq_len: usize,
+    /// Most messages in one inference batch.
+    #[arg(long, env = "MOODSTREAM_MAX_BATCH_SIZE", default_value_t = 64)]
+    pub max_batch_size: usize,
+    /// Most padded tokens (batch size × longest sequence) in one batch.
+    #[arg(long, env = "MOODSTREAM_MAX_BATCH_TOKENS", default_value_t = 4096)]
+    pub max_batch_tokens: usize,
+    /// Longest a message waits for its batch to fill, in microseconds.
+    #[arg(long, env = "MOODSTREAM_MAX_WAIT_US", default_value_t = 2000)]
+    pub max_wait_us: u64,
+}
+
+impl ModelConfig {
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_micros(self.max_wait_us)
+    }
+
+    pub fn variant(&self) -> ModelVariant {
+        self.model_variant.unwrap_or(match self.execution_provider {
+            ExecutionProvider::Cuda => ModelVariant::Fp16,
+            _ => ModelVariant::Int8,
+        })
+    }
+
+    pub fn tokenizer_threads(&self) -> usize {
+        match self.tokenizer_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n,
+        }
+    }
+
+    pub fn intra_threads(&self) -> usize {
+        match self.intra_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// Kafka connection options shared by `run` and `demo-produce`.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated.
+    #[arg(long, env = "MOODSTREAM_BROKERS", default_value = "localhost:9092")]
+    pub brokers: String,
+    /// librdkafka settings passed through, comma-separated `key=value` (TLS/SASL:
+    /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, ...).
+    #[arg(long, env = "MOODSTREAM_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
+    pub kafka_options: Vec<(String, String)>,
+    /// SASL password (kept out of logs and --help output).
+    #[arg(long, env = "MOODSTREAM_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+}
+
+impl KafkaConfig {
+    /// A librdkafka client config with the brokers, pass-through options and secret applied.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut cfg = rdkafka::ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.kafka_options {
+            cfg.set(k, v);
+        }
+        if let Some(password) = &self.kafka_sasl_password {
+            cfg.set("sasl.password", password);
+        }
+        cfg
+    }
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected key=value, got `{s}`"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunConfig {
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+    /// Consumer group id.
+    #[arg(long, env = "MOODSTREAM_GROUP", default_value = "moodstream")]
+    pub group: String,
+    /// Input topics, comma-separated. They must exist: the worker never creates them.
+    #[arg(
+        long,
+        env = "MOODSTREAM_TOPICS",
+        value_delimiter = ',',
+        default_value = "customer-messages"
+    )]
+    pub topics: Vec<String>,
+    /// Input value format, for every input topic unless overridden by --topic-format.
+    #[arg(
+        long,
+        env = "MOODSTREAM_INPUT_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub input_format: Format,
+    /// Per-topic input format overrides, comma-separated `topic=json|avro`.
+    #[arg(long, env = "MOODSTREAM_TOPIC_FORMATS", value_delimiter = ',', value_parser = parse_key_value)]
+    pub topic_formats: Vec<(String, String)>,
+    /// Output value format for emotions, replies and escalations.
+    #[arg(
+        long,
+        env = "MOODSTREAM_OUTPUT_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub output_format: Format,
+    /// Confluent Schema Registry URL; without it Avro schema ids resolve from schemas/registry.json.
+    #[arg(long, env = "MOODSTREAM_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
+    /// Directory holding the .avsc files and registry.json.
+    #[arg(long, env = "MOODSTREAM_SCHEMA_DIR", default_value = "schemas")]
+    pub schema_dir: PathBuf,
+    /// Topic for emotion results.
+    #[arg(long, env = "MOODSTREAM_OUTPUT_TOPIC", default_value = "emotions")]
+    pub output_topic: String,
+    /// Dead-letter topic; default `<input topic>.dlq` for each input topic.
+    #[arg(long, env = "MOODSTREAM_DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+    /// Topic for escalation events.
+    #[arg(
+        long,
+        env = "MOODSTREAM_ESCALATION_TOPIC",
+        default_value = "escalations"
+    )]
+    pub escalation_topic: String,
+    /// Reply templates and per-channel topic mapping (YAML); the shipped default when unset.
+    #[arg(long, env = "MOODSTREAM_REPLY_CONFIG")]
+    pub reply_config: Option<PathBuf>,
+    /// Disable reply drafting (no replies.* outputs).
+    #[arg(long, env = "MOODSTREAM_DISABLE_REPLIES")]
+    pub disable_replies: bool,
+    /// Largest accepted message value in bytes; larger ones go to the dead-letter topic.
+    #[arg(long, env = "MOODSTREAM_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    pub max_message_bytes: usize,
+    /// Most characters of `text` accepted; longer messages are dead-lettered as oversized.
+    #[arg(long, env = "MOODSTREAM_MAX_TEXT_CHARS", default_value_t = 20_000)]
+    pub max_text_chars: usize,
+    /// Most messages between consume and offset store (bounds memory; backpressure beyond).
+    #[arg(long, env = "MOODSTREAM_MAX_IN_FLIGHT", default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// How long shutdown and partition revocation wait for in-flight messages, in ms.
+    #[arg(long, env = "MOODSTREAM_DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
+    pub drain_timeout_ms: u64,
+    /// Consumer group session timeout, in ms (must exceed the drain timeout).
+    #[arg(long, env = "MOODSTREAM_SESSION_TIMEOUT_MS", default_value_t = 45_000)]
+    pub session_timeout_ms: u64,
+    /// Offset commit interval, in ms (offsets are also committed on revoke and shutdown).
+    #[arg(long, env = "MOODSTREAM_COMMIT_INTERVAL_MS", default_value_t = 1000)]
+    pub commit_interval_ms: u64,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "MOODSTREAM_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: String,
+    #[command(flatten)]
+    pub model: ModelConfig,
+    #[command(flatten)]
+    pub escalation: EscalationConfig,
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Configuration mistakes caught before anything connects.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("drain timeout ({drain_ms} ms) must be below the session timeout ({session_ms} ms)")]
+    DrainExceedsSession { drain_ms: u64, session_ms: u64 },
+    #[error("no input topics configured")]
+    NoTopics,
+    #[error("unknown format `{format}` for topic `{topic}` (expected json or avro)")]
+    BadTopicFormat { topic: String, format: String },
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error("max batch tokens ({tokens}) must be at least max seq len ({seq})")]
+    TokensBelowSeqLen { tokens: usize, seq: usize },
+}
+
+impl RunConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.drain_timeout_ms >= self.session_timeout_ms {
+            return Err(ConfigError::DrainExceedsSession {
+                drain_ms: self.drain_timeout_ms,
+                session_ms: self.session_timeout_ms,
+            });
+        }
+        if self.topics.iter().all(|t| t.trim().is_empty()) {
+            return Err(ConfigError::NoTopics);
+        }
+        for (topic, format) in &self.topic_formats {
+            if Format::from_str(format, true).is_err() {
+                return Err(ConfigError::BadTopicFormat {
+                    topic: topic.clone(),
+                    format: format.clone(),
+                });
+            }
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::Zero("max in flight"));
+        }
+        self.model.validate()
+    }
+
+    /// The input format of `topic`.
+    pub fn format_of(&self, topic: &str) -> Format {
+        self.topic_formats
+            .iter()
+            .find(|(t, _)| t == topic)
+            .and_then(|(_, f)| Format::from_str(f, true).ok())
+            .unwrap_or(self.input_format)
+    }
+
+    pub fn dlq_topic_for(&self, input_topic: &str) -> String {
+        self.dlq_topic
+            .clone()
+            .unwrap_or_else(|| format!("{input_topic}.dlq"))
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_batch_size == 0 {
+            return Err(ConfigError::Zero("max batch size"));
+        }
+        if self.max_seq_len == 0 {
+            return Err(ConfigError::Zero("max seq len"));
+        }
+        if self.max_batch_tokens < self.max_seq_len {
+            return Err(ConfigError::TokensBelowSeqLen {
+                tokens: self.max_batch_tokens,
+                seq: self.max_seq_len,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Logging and tracing. Tracing export is configured by the standard `OTEL_*` variables.
+#[derive(Args, Debug, Clone)]
+pub struct TelemetryConfig {
+    /// Log format.
+    #[arg(
+        long,
+        env = "MOODSTREAM_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+    /// Put message text and customer ids in logs and trace attributes (off: they are personal data).
+    #[arg(long, env = "MOODSTREAM_LOG_PII")]
+    pub log_pii: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClassifyConfig {
+    /// JSONL file of customer messages; stdin when absent.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelConfig,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchConfig {
+    /// Messages to push through the pipeline.
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Fixed token count per message (e.g. 24); when absent, a realistic 5–120 token mix.
+    #[arg(long)]
+    pub fixed_tokens: Option<usize>,
+    /// Also draft a reply for every message (the full per-message work).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub draft_replies: bool,
+    /// Random seed for the synthetic messages.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub model: ModelConfig,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoProduceConfig {
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+    /// Topic to produce to.
+    #[arg(
+        long,
+        env = "MOODSTREAM_DEMO_TOPIC",
+        default_value = "customer-messages"
+    )]
+    pub topic: String,
+    /// Calm background messages (an angry conversation and a surge are added on top).
+    #[arg(long, default_value_t = 300)]
+    pub count: usize,
+    /// Value format.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: Format,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_config(args: &[&str]) -> RunConfig {
+        let mut argv = vec!["moodstream", "run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Run(cfg) => *cfg,
+            other => panic!("unexpected command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_drain_timeout_at_or_above_session_timeout() {
+        let cfg = run_config(&[
+            "--drain-timeout-ms",
+            "50000",
+            "--session-timeout-ms",
+            "45000",
+        ]);
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError::DrainExceedsSession {
+                drain_ms: 50000,
+                session_ms: 45000
+            })
+        );
+    }
+
+    #[test]
+    fn per_topic_format_overrides_default() {
+        let cfg = run_config(&["--topics", "a,b", "--topic-formats", "b=avro"]);
+        cfg.validate().expect("valid");
+        assert_eq!(cfg.format_of("a"), Format::Json);
+        assert_eq!(cfg.format_of("b"), Format::Avro);
+        assert_eq!(cfg.dlq_topic_for("b"), "b.dlq");
+    }
+
+    #[test]
+    fn kafka_pass_through_options_reach_the_client_config() {
+        let cfg = run_config(&[
+            "--kafka-options",
+            "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512",
+            "--kafka-sasl-password",
+            "s3cret",
+        ]);
+        let client = cfg.kafka.client_config();
+        assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(client.get("sasl.password"), Some("s3cret"));
+    }
+}

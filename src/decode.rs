@@ -1,0 +1,328 @@
+//! decode: Kafka record bytes → [`CustomerMessage`], or a [`DecodeError`] that names why the
+//! record goes to the dead-letter topic. JSON, and Avro in the Confluent wire format with the
+//! writer schema from a Schema Registry (cached) or from `schemas/registry.json`.
+//!
+//! Nothing here may panic on input, and no error message may carry the message's text or ids:
+//! errors end up in DLQ headers and logs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use apache_avro::Schema;
+
+use crate::config::Format;
+use crate::message::CustomerMessage;
+use crate::schema::{SchemaError, SchemaRegistry, contract, contracts};
+
+/// Why a record could not become a [`CustomerMessage`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record has no value")]
+    NoValue,
+    #[error("value is {size} bytes, over the {max}-byte limit")]
+    Oversized { size: usize, max: usize },
+    #[error("text is {chars} characters, over the {max}-character limit")]
+    TextTooLong { chars: usize, max: usize },
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("not Confluent wire format: {0}")]
+    WireFormat(&'static str),
+    #[error("unknown schema id {0}")]
+    UnknownSchema(u32),
+    #[error("schema registry unavailable: {0}")]
+    Registry(String),
+    #[error("invalid Avro: {0}")]
+    Avro(String),
+    #[error("field `{0}` must not be empty")]
+    EmptyField(&'static str),
+}
+
+impl DecodeError {
+    /// Stable machine-readable kind for the `moodstream.error.kind` header and metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::NoValue => "no_value",
+            DecodeError::Oversized { .. } | DecodeError::TextTooLong { .. } => "oversized",
+            DecodeError::Json(_) => "malformed_json",
+            DecodeError::WireFormat(_) => "malformed_wire_format",
+            DecodeError::UnknownSchema(_) => "unknown_schema",
+            DecodeError::Registry(_) => "schema_registry_unavailable",
+            DecodeError::Avro(_) => "malformed_avro",
+            DecodeError::EmptyField(_) => "invalid_field",
+        }
+    }
+}
+
+/// Limits applied to every record.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_text_chars: usize,
+}
+
+/// Decodes records of any input topic. Cheap to clone; the writer-schema cache is shared.
+#[derive(Clone)]
+pub struct Decoder {
+    limits: Limits,
+    registry: Arc<SchemaRegistry>,
+    reader_schema: Arc<Schema>,
+    writer_cache: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
+}
+
+impl Decoder {
+    pub fn new(limits: Limits, registry: Arc<SchemaRegistry>) -> Decoder {
+        let reader_schema = Arc::new(contract(contracts::CUSTOMER_MESSAGE));
+        // A hostile length prefix must not make apache-avro allocate more than a record can hold.
+        apache_avro::util::max_allocation_bytes(limits.max_message_bytes.max(1024));
+        Decoder {
+            limits,
+            registry,
+            reader_schema,
+            writer_cache: Arc::default(),
+        }
+    }
+
+    pub fn decode(
+        &self,
+        value: Option<&[u8]>,
+        format: Format,
+    ) -> Result<CustomerMessage, DecodeError> {
+        let bytes = value.ok_or(DecodeError::NoValue)?;
+        if bytes.len() > self.limits.max_message_bytes {
+            return Err(DecodeError::Oversized {
+                size: bytes.len(),
+                max: self.limits.max_message_bytes,
+            });
+        }
+        let msg = match format {
+            Format::Json => decode_json(bytes)?,
+            Format::Avro => self.decode_avro(bytes)?,
+        };
+        validate(msg, self.limits)
+    }
+
+    fn decode_avro(&self, bytes: &[u8]) -> Result<CustomerMessage, DecodeError> {
+        let (id, mut body) = split_wire_format(bytes)?;
+        let writer = self.writer_schema(id)?;
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
+            .reader_schema(&self.reader_schema)
+            .build()
+            .and_then(|r| r.read_value(&mut body))
+            .map_err(|e| DecodeError::Avro(avro_reason(&e)))?;
+        if !body.is_empty() {
+            return Err(DecodeError::Avro(format!(
+                "{} trailing bytes after the record",
+                body.len()
+            )));
+        }
+        apache_avro::from_value::<CustomerMessage>(&value)
+            .map_err(|e| DecodeError::Avro(avro_reason(&e)))
+    }
+
+    fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, DecodeError> {
+        if let Some(schema) = self
+            .writer_cache
+            .lock()
+            .expect("schema cache poisoned: bug")
+            .get(&id)
+        {
+            return Ok(schema.clone());
+        }
+        let schema = match self.registry.schema_by_id(id) {
+            Ok(schema) => schema,
+            Err(SchemaError::UnknownId(id)) => return Err(DecodeError::UnknownSchema(id)),
+            Err(e) => return Err(DecodeError::Registry(e.to_string())),
+        };
+        self.writer_cache
+            .lock()
+            .expect("schema cache poisoned: bug")
+            .insert(id, schema.clone());
+        Ok(schema)
+    }
+}
+
+/// Splits `[0][schema id: u32 BE][datum]`.
+pub fn split_wire_format(bytes: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    match bytes {
+        [0, a, b, c, d, rest @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), rest)),
+        [0, ..] => Err(DecodeError::WireFormat("shorter than the 5-byte header")),
+        [] => Err(DecodeError::WireFormat("empty value")),
+        _ => Err(DecodeError::WireFormat("magic byte is not 0")),
+    }
+}
+
+/// Prepends the Confluent wire-format header.
+pub fn wire_format(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(datum.len() + 5);
+    out.push(0);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+fn decode_json(bytes: &[u8]) -> Result<CustomerMessage, DecodeError> {
+    serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(redact_quoted(&e.to_string())))
+}
+
+fn avro_reason(e: &apache_avro::Error) -> String {
+    redact_quoted(&e.to_string())
+}
+
+/// Drops quoted values from a parser's message: serde reports e.g. `invalid type: string "..."`,
+/// and that string is customer text.
+fn redact_quoted(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len().min(200));
+    let mut in_quote = false;
+    for c in reason.chars() {
+        match (c, in_quote) {
+            ('"', false) => {
+                in_quote = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                in_quote = false;
+                out.push('"');
+            }
+            (_, false) => out.push(c),
+            (_, true) => {}
+        }
+        if out.len() >= 200 {
+            break;
+        }
+    }
+    out
+}
+
+fn validate(msg: CustomerMessage, limits: Limits) -> Result<CustomerMessage, DecodeError> {
+    for (name, value) in [
+        ("message_id", &msg.message_id),
+        ("conversation_id", &msg.conversation_id),
+        ("customer_id", &msg.customer_id),
+        ("channel", &msg.channel),
+    ] {
+        if value.trim().is_empty() {
+            return Err(DecodeError::EmptyField(name));
+        }
+    }
+    if msg.text.trim().is_empty() {
+        return Err(DecodeError::EmptyField("text"));
+    }
+    let chars = msg.text.chars().count();
+    if chars > limits.max_text_chars {
+        return Err(DecodeError::TextTooLong {
+            chars,
+            max: limits.max_text_chars,
+        });
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> Decoder {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let registry = Arc::new(SchemaRegistry::local(&dir).expect("local registry"));
+        Decoder::new(
+            Limits {
+                max_message_bytes: 4096,
+                max_text_chars: 100,
+            },
+            registry,
+        )
+    }
+
+    const GOOD: &str = r#"{"message_id":"m1","conversation_id":"c1","customer_id":"u1","channel":"chat","text":"Where is my order?","sent_at":1700000000000}"#;
+
+    #[test]
+    fn decodes_minimal_json_message() {
+        let msg = decoder()
+            .decode(Some(GOOD.as_bytes()), Format::Json)
+            .expect("decodes");
+        assert_eq!(msg.message_id, "m1");
+        assert_eq!(msg.tenant_id, None);
+        assert!(msg.metadata.is_empty());
+    }
+
+    #[test]
+    fn rejects_missing_required_field_without_echoing_text() {
+        let err = decoder()
+            .decode(
+                Some(br#"{"message_id":"m1","text":"secret words"}"#),
+                Format::Json,
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), "malformed_json");
+        assert!(!err.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn wrong_type_error_does_not_leak_the_value() {
+        let err = decoder()
+            .decode(Some(br#"{"message_id":"m1","conversation_id":"c","customer_id":"u","channel":"chat","text":"t","sent_at":"my private words"}"#), Format::Json)
+            .unwrap_err();
+        assert!(!err.to_string().contains("private"), "{err}");
+    }
+
+    #[test]
+    fn dead_letters_empty_text_and_oversized_values() {
+        let d = decoder();
+        let empty = GOOD.replace("Where is my order?", "   ");
+        assert_eq!(
+            d.decode(Some(empty.as_bytes()), Format::Json).unwrap_err(),
+            DecodeError::EmptyField("text")
+        );
+        let long = GOOD.replace("Where is my order?", &"a".repeat(101));
+        assert_eq!(
+            d.decode(Some(long.as_bytes()), Format::Json)
+                .unwrap_err()
+                .kind(),
+            "oversized"
+        );
+        let huge = vec![b' '; 5000];
+        assert_eq!(
+            d.decode(Some(&huge), Format::Json).unwrap_err().kind(),
+            "oversized"
+        );
+        assert_eq!(
+            d.decode(None, Format::Json).unwrap_err(),
+            DecodeError::NoValue
+        );
+    }
+
+    #[test]
+    fn decodes_avro_wire_format_with_local_schema() {
+        let d = decoder();
+        let msg: CustomerMessage = serde_json::from_str(GOOD).expect("json");
+        let bytes = crate::schema::encode_avro(&d.reader_schema, 1, &msg).expect("encodes");
+        assert_eq!(d.decode(Some(&bytes), Format::Avro).expect("decodes"), msg);
+    }
+
+    #[test]
+    fn dead_letters_unknown_schema_id_and_bad_magic() {
+        let d = decoder();
+        assert_eq!(
+            d.decode(Some(&wire_format(999, b"x")), Format::Avro)
+                .unwrap_err(),
+            DecodeError::UnknownSchema(999)
+        );
+        assert_eq!(
+            d.decode(Some(b"{\"a\":1}"), Format::Avro)
+                .unwrap_err()
+                .kind(),
+            "malformed_wire_format"
+        );
+        assert_eq!(
+            d.decode(Some(&[0, 0, 0]), Format::Avro).unwrap_err().kind(),
+            "malformed_wire_format"
+        );
+        // schema id 1 with a truncated body
+        assert_eq!(
+            d.decode(Some(&wire_format(1, &[2, b'm'])), Format::Avro)
+                .unwrap_err()
+                .kind(),
+            "malformed_avro"
+        );
+    }
+}

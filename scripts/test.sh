@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test command (README, CI): installs what the build and the tests need, starts the local stack
+# (Kafka + Redis), runs every test target against it, then stops the stack. Exits with cargo's status.
+#
+#   scripts/test.sh [cargo test args...]   e.g. scripts/test.sh --test pipeline
+#   MOODSTREAM_KEEP_STACK=1                leave the stack running afterwards (faster reruns)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source-path=SCRIPTDIR source=env.sh
+. scripts/env.sh
+
+moodstream_build_deps
+scripts/setup-ort.sh >/dev/null
+
+if [[ ${MOODSTREAM_KEEP_STACK:-0} != 1 ]]; then
+  # Set before `up` so a half-started stack is stopped too; the script's exit status is kept.
+  trap 'deploy/local/stack.sh down' EXIT
+fi
+deploy/local/stack.sh up
+
+# Static checks of the deployment files; written separately, optional here.
+if [[ -x deploy/validate.sh ]]; then
+  deploy/validate.sh
+fi
+
+cargo test --locked --all-targets "$@"

@@ -2,4 +2,22 @@
 //! escalation + reply drafting → Kafka out, with offsets committed only after every output
 //! of a message (and of all earlier messages in its partition) is acknowledged.
 
+pub mod batcher;
+pub mod bench;
+pub mod classify;
+pub mod config;
+pub mod decode;
+pub mod demo;
+pub mod escalation;
+pub mod health;
+pub mod http;
 pub mod message;
+pub mod model;
+pub mod offsets;
+pub mod pipeline;
+pub mod reply;
+pub mod schema;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+pub mod worker;

@@ -1,1 +1,53 @@
-fn main() {}
+//! The `moodstream` binary: parses the command line and runs one subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use moodstream::config::{Cli, Command};
+use moodstream::{bench, classify, demo, telemetry, worker};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(cfg) => worker::run(*cfg).await.map(|()| ExitCode::SUCCESS),
+            Command::Classify(cfg) => {
+                telemetry::init_cli_logging();
+                classify::run(cfg).await.map(|failed| {
+                    if failed == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(2)
+                    }
+                })
+            }
+            Command::Bench(cfg) => {
+                telemetry::init_cli_logging();
+                bench::run(cfg).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::DemoProduce(cfg) => {
+                telemetry::init_cli_logging();
+                demo::produce(cfg).await.map(|()| ExitCode::SUCCESS)
+            }
+        }
+    });
+    // Blocking threads (tokenizers, model) end with their channels; don't wait on stragglers.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

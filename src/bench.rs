@@ -1,0 +1,195 @@
+//! bench: `moodstream bench` — synthetic messages through decode → tokenize → batch → infer →
+//! reply drafting in process (no Kafka), compared with the model stage alone on the same
+//! input, with a per-stage breakdown. Numbers for notes come from here, never from tests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus::Histogram;
+use prometheus::core::Metric;
+
+use crate::config::{BenchConfig, Format};
+use crate::decode::{Decoder, Limits};
+use crate::demo::{Rng, realistic_texts, synthetic};
+use crate::message::CustomerMessage;
+use crate::model::{Encoded, Model};
+use crate::pipeline::{self, Enricher, Job, Origin};
+use crate::reply::ReplyDrafter;
+use crate::schema::SchemaRegistry;
+use crate::telemetry::metrics;
+use crate::telemetry::trace::MessageTrace;
+
+/// Words that are one WordPiece each, for exact fixed-length messages.
+const WORDS: &[&str] = &[
+    "order", "refund", "please", "help", "late", "package", "account", "thanks", "still", "waiting",
+];
+
+fn messages(cfg: &BenchConfig) -> Vec<CustomerMessage> {
+    let mut rng = Rng::new(cfg.seed);
+    let texts = match cfg.fixed_tokens {
+        // [CLS] + words + [SEP]
+        Some(n) => (0..cfg.messages)
+            .map(|_| {
+                (0..n.saturating_sub(2).max(1))
+                    .map(|_| *rng.pick(WORDS))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect(),
+        None => realistic_texts(&mut rng, cfg.messages),
+    };
+    texts
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| synthetic(&mut rng, i, t))
+        .collect()
+}
+
+/// The upper bound of the histogram bucket holding quantile `q` (an upper estimate).
+fn quantile(h: &Histogram, q: f64) -> f64 {
+    let m = h.metric();
+    let hist = m.get_histogram();
+    let target = (hist.get_sample_count() as f64 * q).ceil() as u64;
+    hist.get_bucket()
+        .iter()
+        .find(|b| b.cumulative_count() >= target)
+        .map_or(f64::INFINITY, |b| b.upper_bound())
+}
+
+fn mean(h: &Histogram) -> f64 {
+    h.get_sample_sum() / (h.get_sample_count().max(1) as f64)
+}
+
+pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
+    let msgs = messages(&cfg);
+    let payloads: Vec<Vec<u8>> = msgs
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<Result<_, _>>()?;
+
+    // 1. The model stage alone: pre-tokenized, FIFO batches of max size, one thread.
+    let model_cfg = cfg.model.clone();
+    let mut model = tokio::task::spawn_blocking(move || Model::load(&model_cfg)).await??;
+    let encs: Vec<Encoded> = msgs
+        .iter()
+        .map(|m| model.tokenizer.encode(&m.text))
+        .collect::<Result<_, _>>()?;
+    let tokens: usize = encs.iter().map(Encoded::len).sum();
+    let warm: Vec<&Encoded> = encs.iter().take(cfg.model.max_batch_size).collect();
+    model.engine.infer(&warm)?;
+    let start = Instant::now();
+    for chunk in encs.chunks(cfg.model.max_batch_size) {
+        let batch: Vec<&Encoded> = chunk.iter().collect();
+        model.engine.infer(&batch)?;
+    }
+    let model_only = start.elapsed();
+    let provider = model.engine.provider();
+    drop(model);
+
+    // 2. The whole in-process pipeline on the same messages.
+    let model_cfg = cfg.model.clone();
+    let model = tokio::task::spawn_blocking(move || Model::load(&model_cfg)).await??;
+    let enricher = Enricher {
+        escalator: None,
+        drafter: cfg.draft_replies.then(|| Arc::new(ReplyDrafter::builtin())),
+        model_version: model.scorer.model_version.clone(),
+    };
+    let decoder = Decoder::new(
+        Limits {
+            max_message_bytes: 1 << 20,
+            max_text_chars: 100_000,
+        },
+        Arc::new(SchemaRegistry::none()),
+    );
+    let (inlet, mut processed, _) = pipeline::spawn(model, &cfg.model, enricher);
+    let n = payloads.len();
+    let start = Instant::now();
+    let feeder = std::thread::spawn(move || -> Duration {
+        let topic: Arc<str> = Arc::from("bench");
+        let mut decode_time = Duration::ZERO;
+        for (i, p) in payloads.iter().enumerate() {
+            let t = Instant::now();
+            let msg = decoder
+                .decode(Some(p), Format::Json)
+                .expect("synthetic messages decode");
+            decode_time += t.elapsed();
+            let origin = Origin {
+                topic: topic.clone(),
+                partition: (i % 6) as i32,
+                offset: (i / 6) as i64,
+                seq: (i / 6) as u64,
+                consumed_at: Instant::now(),
+                consumed_wall: SystemTime::now(),
+                trace: MessageTrace::default(),
+                key: None,
+                payload: None,
+            };
+            if inlet.jobs.send(Job { origin, msg }).is_err() {
+                break;
+            }
+        }
+        decode_time
+    });
+    let mut done = 0;
+    let mut drafts = 0;
+    while let Some(p) = processed.recv().await {
+        done += 1;
+        drafts += usize::from(p.result.as_ref().is_ok_and(|e| e.draft.is_some()));
+        if done == n {
+            break;
+        }
+    }
+    let pipeline_time = start.elapsed();
+    let decode_time = feeder.join().expect("feeder panicked: bug");
+
+    let m = metrics();
+    let model_rate = n as f64 / model_only.as_secs_f64();
+    let pipe_rate = n as f64 / pipeline_time.as_secs_f64();
+    let reply = m.stage_seconds.with_label_values(&["reply"]);
+    println!(
+        "moodstream bench: {n} messages, {:.1} tokens/message mean, provider {}",
+        tokens as f64 / n as f64,
+        provider.as_str()
+    );
+    println!(
+        "  settings: max_batch_size {} max_batch_tokens {} max_wait_us {} intra_threads {} tokenizer_threads {}",
+        cfg.model.max_batch_size,
+        cfg.model.max_batch_tokens,
+        cfg.model.max_wait_us,
+        cfg.model.intra_threads(),
+        cfg.model.tokenizer_threads()
+    );
+    println!(
+        "  model stage alone (FIFO batches of {}): {model_rate:.0} messages/s",
+        cfg.model.max_batch_size
+    );
+    println!(
+        "  full pipeline (decode→tokenize→batch→infer{}): {pipe_rate:.0} messages/s, {drafts} drafts",
+        if cfg.draft_replies { "→draft" } else { "" }
+    );
+    println!(
+        "  pipeline overhead vs model alone: {:.1} %",
+        (1.0 - pipe_rate / model_rate) * 100.0
+    );
+    println!(
+        "  batches: {} mean size {:.1}, mean padded tokens {:.0}",
+        m.batch_size.get_sample_count(),
+        mean(&m.batch_size),
+        mean(&m.batch_tokens)
+    );
+    println!(
+        "  batch inference latency: mean {:.2} ms, p50 ≤ {:.2} ms, p99 ≤ {:.2} ms (histogram bucket bounds)",
+        mean(&m.inference_seconds) * 1e3,
+        quantile(&m.inference_seconds, 0.5) * 1e3,
+        quantile(&m.inference_seconds, 0.99) * 1e3
+    );
+    println!(
+        "  per message (µs): decode {:.1}, tokenize {:.1}, queue wait {:.1}, inference {:.1} (batch time / size), draft {:.1}",
+        decode_time.as_secs_f64() * 1e6 / n as f64,
+        mean(&m.tokenize_seconds) * 1e6,
+        mean(&m.queue_wait_seconds) * 1e6,
+        m.inference_seconds.get_sample_sum() * 1e6 / n as f64,
+        mean(&reply) * 1e6,
+    );
+    Ok(())
+}

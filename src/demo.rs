@@ -1,0 +1,303 @@
+//! demo: realistic synthetic customer messages — the demo's traffic (`moodstream
+//! demo-produce`) and the benchmark's input. Calm multi-channel background traffic, one
+//! customer getting angrier turn by turn, and a surge of negative messages on one channel.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::config::{DemoProduceConfig, Format};
+use crate::message::CustomerMessage;
+use crate::pipeline::post::now_ms;
+use crate::schema::{contract, contracts, encode_avro};
+
+/// A small deterministic PRNG (xorshift64*): reproducible traffic without another dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+const NEUTRAL: &[&str] = &[
+    "Hi, can you tell me when order {order} will be delivered?",
+    "What are your opening hours on weekends?",
+    "I would like to change the shipping address for my order {order}.",
+    "Do you ship to Canada, and how long does it usually take?",
+    "Please send me a copy of the invoice for order {order}.",
+    "How do I update the email address on my account?",
+];
+const CONFUSED: &[&str] = &[
+    "I don't understand the charges on my bill, what is this fee for?",
+    "I'm confused, the app says my refund was issued but I can't see it anywhere.",
+    "Which plan am I on? The website and the email say different things.",
+];
+const ANXIOUS: &[&str] = &[
+    "I'm worried my card was charged twice, can someone check please?",
+    "I'm nervous the package won't arrive before my daughter's birthday on Saturday.",
+    "Is my account safe? I got a strange login alert this morning.",
+];
+const FRUSTRATED: &[&str] = &[
+    "I've reset my password three times and I still can't log in. This is annoying.",
+    "Still waiting on a reply about my return, it's been a week.",
+    "Your tracking page hasn't updated in five days, this is getting really annoying.",
+];
+const DISAPPOINTED: &[&str] = &[
+    "The blender arrived broken. Really disappointed, it was a gift.",
+    "Sadly the jacket doesn't fit and the quality is not what I expected.",
+    "I'm disappointed, the replacement has the same defect as the first one.",
+];
+const ANGRY: &[&str] = &[
+    "This is outrageous! You charged me twice for order {order} and nobody answers!",
+    "I am furious. Third time I'm contacting you and still no refund. Absolutely disgusting service.",
+    "Unacceptable. Cancel my account right now, I'm done with this garbage company.",
+];
+const GRATEFUL: &[&str] = &[
+    "Thank you so much for the quick refund, really appreciate it!",
+    "Thanks for your help yesterday, the issue is solved.",
+];
+const SATISFIED: &[&str] = &[
+    "Love the new headphones, great sound and fast delivery!",
+    "Everything arrived on time and works perfectly. Great job!",
+];
+const CHINESE: &[&str] = &[
+    "你好，我的订单 {order} 什么时候发货？",
+    "我已经等了两个星期了，包裹还没到，太让人失望了。",
+    "谢谢你们的帮助，问题已经解决了！",
+    "我被重复扣款了，请尽快处理退款，非常生气！",
+];
+
+/// The angry conversation: calm question, then angrier turn by turn.
+const ESCALATING: &[&str] = &[
+    "Hi, my order {order} was supposed to arrive on Monday. Any update?",
+    "It's Wednesday now and the tracking still hasn't moved. Annoying.",
+    "I've asked twice already. This is really frustrating, nobody tells me anything.",
+    "This is ridiculous. I want my money back now.",
+    "I am absolutely furious! Worst service ever, I'm reporting you and cancelling everything!",
+];
+
+const CHANNELS: &[&str] = &["chat", "email", "sms", "voice", "social"];
+const TENANTS: &[&str] = &["acme", "globex"];
+const NAMES: &[&str] = &["Alex", "Sam", "Maria", "Wei", "Priya", "Jordan"];
+
+fn fill(template: &str, order: &str) -> String {
+    template.replace("{order}", order)
+}
+
+fn message(
+    rng: &mut Rng,
+    id: usize,
+    conversation: String,
+    customer: String,
+    channel: &str,
+    tenant: &str,
+    text: String,
+    sent_at: i64,
+) -> CustomerMessage {
+    let cjk = text.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c));
+    let mut metadata = BTreeMap::new();
+    if rng.below(3) == 0 {
+        metadata.insert("queue".to_string(), "tier1".to_string());
+    }
+    CustomerMessage {
+        message_id: format!("msg-{id:06}"),
+        conversation_id: conversation,
+        customer_id: customer,
+        tenant_id: Some(tenant.to_string()),
+        channel: channel.to_string(),
+        subject: (channel == "email").then(|| "Question about my order".to_string()),
+        language: if cjk { Some("zh".into()) } else { None },
+        customer_name: (rng.below(2) == 0).then(|| rng.pick(NAMES).to_string()),
+        text,
+        sent_at,
+        metadata,
+    }
+}
+
+/// Calm background traffic (mostly neutral/positive, some negative), spread over `span_ms`
+/// of event time ending at `end_ms`.
+pub fn background(rng: &mut Rng, count: usize, end_ms: i64, span_ms: i64) -> Vec<CustomerMessage> {
+    (0..count)
+        .map(|i| {
+            let pool = match rng.below(20) {
+                0..=7 => NEUTRAL,
+                8..=9 => CONFUSED,
+                10 => ANXIOUS,
+                11 => FRUSTRATED,
+                12 => DISAPPOINTED,
+                13..=14 => GRATEFUL,
+                15..=17 => SATISFIED,
+                18 => CHINESE,
+                _ => NEUTRAL,
+            };
+            let order = format!("A{}", 10_000 + rng.below(90_000));
+            let text = fill(*rng.pick(pool), &order);
+            let conv = rng.below(count / 2 + 1);
+            let sent_at = end_ms - span_ms + (span_ms * i as i64) / count.max(1) as i64;
+            let channel = *rng.pick(CHANNELS);
+            let tenant = *rng.pick(TENANTS);
+            message(
+                rng,
+                i,
+                format!("conv-{conv:05}"),
+                format!("cust-{conv:05}"),
+                channel,
+                tenant,
+                text,
+                sent_at,
+            )
+        })
+        .collect()
+}
+
+/// The whole demo stream: background, then one escalating conversation, then a surge of
+/// negative messages on `acme` × `social`.
+pub fn demo_stream(seed: u64, count: usize) -> Vec<CustomerMessage> {
+    let mut rng = Rng::new(seed);
+    let now = now_ms();
+    let mut out = background(&mut rng, count, now - 60_000, 240_000);
+    let base = out.len();
+    for (turn, t) in ESCALATING.iter().enumerate() {
+        let text = fill(t, "A48213");
+        let sent_at = now - 50_000 + turn as i64 * 8_000;
+        out.push(message(
+            &mut rng,
+            base + turn,
+            "conv-angry".into(),
+            "cust-angry".into(),
+            "chat",
+            "acme",
+            text,
+            sent_at,
+        ));
+    }
+    let base = out.len();
+    for i in 0..40 {
+        let pool = if i % 2 == 0 { ANGRY } else { FRUSTRATED };
+        let text = fill(*rng.pick(pool), &format!("B{}", 20_000 + i));
+        let sent_at = now - 20_000 + i as i64 * 400;
+        out.push(message(
+            &mut rng,
+            base + i,
+            format!("conv-surge-{i:03}"),
+            format!("cust-surge-{i:03}"),
+            "social",
+            "acme",
+            text,
+            sent_at,
+        ));
+    }
+    out
+}
+
+/// Texts with a realistic customer-message length mix (≈5–120 tokens, long tail).
+pub fn realistic_texts(rng: &mut Rng, n: usize) -> Vec<String> {
+    let pools: [&[&str]; 8] = [
+        NEUTRAL,
+        CONFUSED,
+        ANXIOUS,
+        FRUSTRATED,
+        DISAPPOINTED,
+        ANGRY,
+        GRATEFUL,
+        SATISFIED,
+    ];
+    (0..n)
+        .map(|_| {
+            // Mostly one or two sentences, sometimes an email-length rant.
+            let sentences = match rng.below(100) {
+                0..=54 => 1,
+                55..=84 => 2,
+                85..=94 => 3 + rng.below(2),
+                _ => 5 + rng.below(5),
+            };
+            let mut text = String::new();
+            for _ in 0..sentences {
+                let pool = pools[rng.below(pools.len())];
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(&fill(*rng.pick(pool), &format!("A{}", rng.below(99_999))));
+            }
+            if rng.below(10) == 0 {
+                text = text
+                    .split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            }
+            text
+        })
+        .collect()
+}
+
+/// A synthetic message around `text` (for the benchmark).
+pub fn synthetic(rng: &mut Rng, id: usize, text: String) -> CustomerMessage {
+    let channel = *rng.pick(CHANNELS);
+    message(
+        rng,
+        id,
+        format!("conv-{}", id % 997),
+        format!("cust-{}", id % 997),
+        channel,
+        "acme",
+        text,
+        now_ms(),
+    )
+}
+
+pub async fn produce(cfg: DemoProduceConfig) -> anyhow::Result<()> {
+    let producer: FutureProducer = cfg
+        .kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .context("creating the demo producer")?;
+    let schema = contract(contracts::CUSTOMER_MESSAGE);
+    let messages = demo_stream(cfg.seed, cfg.count);
+    let mut deliveries = Vec::with_capacity(messages.len());
+    for msg in &messages {
+        let payload = match cfg.format {
+            Format::Json => serde_json::to_vec(msg)?,
+            Format::Avro => encode_avro(&schema, 1, msg)?,
+        };
+        let record = FutureRecord::to(&cfg.topic)
+            .key(&msg.conversation_id)
+            .payload(&payload);
+        let delivery = producer
+            .send_result(record)
+            .map_err(|(e, _)| anyhow::anyhow!("enqueueing a demo message: {e}"))?;
+        deliveries.push(delivery);
+    }
+    for d in deliveries {
+        d.await?
+            .map_err(|(e, _)| anyhow::anyhow!("delivering a demo message: {e}"))?;
+    }
+    producer.flush(Duration::from_secs(10))?;
+    println!(
+        "produced {} messages to {} ({} background, 5 in an escalating conversation, 40 in a surge on acme/social)",
+        messages.len(),
+        cfg.topic,
+        cfg.count
+    );
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! pipeline: the in-process stages between a source and a sink, and the values that flow
+//! through them.
+//!
+//! ```text
+//! source ──Job──▶ tokenizer threads ──Tokenized──▶ batcher ──Batch──▶ model thread
+//!    │                                                                   │
+//!    └──────────────── Classified (dead letters) ──────────────▶ post ◀──┘ Classified
+//!                                                                 │ per-partition input order,
+//!                                                                 ▼ escalation + reply draft
+//!                                                             Processed ──▶ sink
+//! ```
+//! Every channel is bounded: a full channel is backpressure. Blocking work (tokenization,
+//! inference) runs on dedicated OS threads; the batcher and post stages are tokio tasks.
+
+mod infer;
+pub mod post;
+
+pub use post::{Enricher, Processed};
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::batcher::{self, BatchPolicy, Tokens};
+use crate::config::ModelConfig;
+use crate::message::CustomerMessage;
+use crate::model::{Encoded, Model, Scored};
+use crate::telemetry::trace::MessageTrace;
+
+/// Where a record came from, and what every stage needs to know about it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    /// Dense per-(topic, partition) sequence number assigned by the source, for reordering.
+    pub seq: u64,
+    pub consumed_at: Instant,
+    pub consumed_wall: SystemTime,
+    pub trace: MessageTrace,
+    /// The record's key and value as consumed, for the dead-letter topic.
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// A decoded message on its way to the model.
+#[derive(Debug)]
+pub struct Job {
+    pub origin: Origin,
+    pub msg: CustomerMessage,
+}
+
+/// A tokenized message waiting for a batch.
+#[derive(Debug)]
+pub struct Tokenized {
+    pub job: Job,
+    pub enc: Encoded,
+}
+
+impl Tokens for Tokenized {
+    fn tokens(&self) -> usize {
+        self.enc.len()
+    }
+}
+
+/// Why a record goes to the dead-letter topic: a stable kind and a human-readable reason
+/// (neither may contain customer text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+/// The model's verdict on one record, or why it has none.
+#[derive(Debug)]
+pub enum Outcome {
+    Scored {
+        msg: Box<CustomerMessage>,
+        scored: Scored,
+    },
+    DeadLetter(DeadLetter),
+}
+
+#[derive(Debug)]
+pub struct Classified {
+    pub origin: Origin,
+    pub outcome: Outcome,
+}
+
+/// Senders into a running pipeline. Dropping both (and every clone) drains and closes it.
+pub struct Inlet {
+    /// Decoded messages (blocking send: call from the source thread).
+    pub jobs: crossbeam_channel::Sender<Job>,
+    /// Records that already failed (decode errors) and skip the model.
+    pub dead: mpsc::Sender<Classified>,
+}
+
+/// Starts the tokenizer threads, batcher, model thread and post stage. Returns the inlet, the
+/// stream of processed messages in per-partition input order, and the active provider.
+pub fn spawn(
+    model: Model,
+    cfg: &ModelConfig,
+    enricher: Enricher,
+) -> (
+    Inlet,
+    mpsc::Receiver<Processed>,
+    crate::model::ActiveProvider,
+) {
+    let Model {
+        tokenizer,
+        scorer,
+        engine,
+    } = model;
+    let provider = engine.provider();
+    let cap = cfg.max_batch_size * 2;
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(cap);
+    let (tok_tx, tok_rx) = mpsc::channel::<Tokenized>(cap);
+    let (batch_tx, batch_rx) = mpsc::channel(1);
+    let (classified_tx, classified_rx) = mpsc::channel::<Classified>(cap);
+    let (processed_tx, processed_rx) = mpsc::channel::<Processed>(cap);
+
+    infer::spawn_tokenizers(
+        cfg.tokenizer_threads(),
+        Arc::new(tokenizer),
+        job_rx,
+        tok_tx,
+        classified_tx.clone(),
+    );
+    let policy = BatchPolicy {
+        max_batch_size: cfg.max_batch_size,
+        max_batch_tokens: cfg.max_batch_tokens,
+        max_wait: cfg.max_wait(),
+    };
+    tokio::spawn(batcher::run(policy, tok_rx, batch_tx));
+    infer::spawn_model(engine, scorer, batch_rx, classified_tx.clone());
+    tokio::spawn(post::run(enricher, classified_rx, processed_tx));
+    (
+        Inlet {
+            jobs: job_tx,
+            dead: classified_tx,
+        },
+        processed_rx,
+        provider,
+    )
+}

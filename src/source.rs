@@ -1,0 +1,280 @@
+//! source: the Kafka consumer. One OS thread polls a `BaseConsumer` (so the rebalance callback
+//! may block while revoked partitions drain), decodes each record, registers it with the
+//! offset tracker and hands it to the pipeline. Offsets are stored only by the sink, after
+//! delivery; librdkafka auto-commits what is stored, and we commit synchronously on revoke
+//! and shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::config::{Format, RunConfig};
+use crate::decode::Decoder;
+use crate::health::Health;
+use crate::offsets::OffsetTracker;
+use crate::pipeline::{Classified, DeadLetter, Inlet, Job, Origin, Outcome};
+use crate::telemetry::metrics;
+use crate::telemetry::trace::MessageTrace;
+
+pub type KafkaConsumer = BaseConsumer<SourceContext>;
+
+/// Consumer callbacks: rebalances drain and commit, statistics feed the lag gauge.
+pub struct SourceContext {
+    tracker: Arc<OffsetTracker>,
+    health: Arc<Health>,
+    drain_timeout: Duration,
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        let gauge = &metrics().consumer_lag;
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    gauge
+                        .with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        metrics().rebalances.with_label_values(&["revoke"]).inc();
+        let revoked = partitions(tpl);
+        // Finish what we hold for these partitions so the next owner starts after it.
+        let drained = self.tracker.drain(Some(&revoked), self.drain_timeout);
+        if !drained {
+            tracing::warn!(
+                partitions = revoked.len(),
+                "revoke: drain timed out; the new owner will reprocess in-flight records"
+            );
+        }
+        if !consumer.assignment_lost() {
+            store(consumer, &self.tracker.committable(&revoked));
+            let result = consumer.commit_consumer_state(CommitMode::Sync);
+            record_commit(&result);
+        }
+        self.tracker.forget(&revoked);
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                metrics().rebalances.with_label_values(&["assign"]).inc();
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                self.health.set_in_group(true);
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked")
+            }
+            Rebalance::Error(e) => {
+                metrics().rebalances.with_label_values(&["error"]).inc();
+                tracing::error!(error = %e, "rebalance error");
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = &result {
+            // "No offset stored" is routine for idle partitions.
+            if !matches!(
+                e.rdkafka_error_code(),
+                Some(rdkafka::types::RDKafkaErrorCode::NoOffset)
+            ) {
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+        }
+        record_commit(&result);
+    }
+}
+
+fn record_commit(result: &KafkaResult<()>) {
+    let label = if result.is_ok() { "ok" } else { "error" };
+    metrics().commits.with_label_values(&[label]).inc();
+}
+
+/// Stores `next offset to consume` for each partition (the sink calls this after delivery).
+pub fn store(consumer: &KafkaConsumer, offsets: &[(String, i32, i64)]) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, next) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::error!(error = %e, "cannot build offset list");
+            return;
+        }
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        // After a revoke the partition is no longer ours: the new owner reprocesses.
+        tracing::debug!(error = %e, "offset store rejected");
+    }
+}
+
+/// Creates the consumer and subscribes. Fails clearly if an input topic does not exist.
+pub fn connect(
+    cfg: &RunConfig,
+    tracker: Arc<OffsetTracker>,
+    health: Arc<Health>,
+) -> anyhow::Result<Arc<KafkaConsumer>> {
+    let mut client = cfg.kafka.client_config();
+    client
+        .set("group.id", &cfg.group)
+        .set("enable.auto.commit", "true")
+        .set(
+            "auto.commit.interval.ms",
+            cfg.commit_interval_ms.to_string(),
+        )
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+        .set("statistics.interval.ms", "5000")
+        .set("allow.auto.create.topics", "false");
+    let consumer: KafkaConsumer = client.create_with_context(SourceContext {
+        tracker,
+        health,
+        drain_timeout: cfg.drain_timeout(),
+    })?;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    for topic in &cfg.topics {
+        let known = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        anyhow::ensure!(
+            known,
+            "input topic `{topic}` does not exist (the worker never creates its input topics)"
+        );
+    }
+    let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(Arc::new(consumer))
+}
+
+/// Polls until `stop` is set, then drains the pipeline (up to the drain timeout) and commits.
+pub fn spawn(
+    consumer: Arc<KafkaConsumer>,
+    decoder: Decoder,
+    formats: HashMap<String, Format>,
+    tracker: Arc<OffsetTracker>,
+    inlet: Inlet,
+    max_in_flight: usize,
+    drain_timeout: Duration,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("source".into())
+        .spawn(move || {
+            let mut poller = Poller {
+                decoder,
+                formats,
+                tracker: tracker.clone(),
+                seqs: HashMap::new(),
+                topics: HashMap::new(),
+            };
+            while !stop.load(Ordering::Relaxed) {
+                if !tracker.wait_below(max_in_flight, Duration::from_millis(100)) {
+                    continue; // backpressure: the pipeline is full
+                }
+                match consumer.poll(Duration::from_millis(100)) {
+                    None => {}
+                    Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                    Some(Ok(record)) => {
+                        if !poller.dispatch(&record, &inlet) {
+                            break; // the pipeline is gone
+                        }
+                    }
+                }
+                metrics().in_flight.set(tracker.in_flight() as i64);
+            }
+            // Closing the inlet lets every stage drain in order.
+            drop(inlet);
+            if !tracker.drain(None, drain_timeout) {
+                tracing::warn!(
+                    in_flight = tracker.in_flight(),
+                    "shutdown: drain timed out; uncommitted records will be reprocessed"
+                );
+            }
+            record_commit(&consumer.commit_consumer_state(CommitMode::Sync));
+            consumer.unsubscribe();
+            tracing::info!("consumer stopped");
+        })
+        .expect("spawning the source thread")
+}
+
+struct Poller {
+    decoder: Decoder,
+    formats: HashMap<String, Format>,
+    tracker: Arc<OffsetTracker>,
+    seqs: HashMap<(Arc<str>, i32), u64>,
+    topics: HashMap<String, Arc<str>>,
+}
+
+impl Poller {
+    /// Registers, decodes and forwards one record. False when the pipeline has shut down.
+    fn dispatch(&mut self, record: &BorrowedMessage<'_>, inlet: &Inlet) -> bool {
+        let started = SystemTime::now();
+        let topic = self
+            .topics
+            .entry(record.topic().to_string())
+            .or_insert_with(|| Arc::from(record.topic()))
+            .clone();
+        let partition = record.partition();
+        let seq = self.seqs.entry((topic.clone(), partition)).or_insert(0);
+        let origin_seq = *seq;
+        *seq += 1;
+        self.tracker.register(&topic, partition, record.offset());
+        metrics().consumed.with_label_values(&[&topic]).inc();
+        let format = self.formats.get(&*topic).copied().unwrap_or(Format::Json);
+        let decoded = self.decoder.decode(record.payload(), format);
+        let origin = Origin {
+            topic,
+            partition,
+            offset: record.offset(),
+            seq: origin_seq,
+            consumed_at: Instant::now(),
+            consumed_wall: started,
+            trace: MessageTrace::from_headers(record.headers()),
+            key: record.key().map(<[u8]>::to_vec),
+            payload: record.payload().map(<[u8]>::to_vec),
+        };
+        origin
+            .trace
+            .stage("decode", started, SystemTime::now(), vec![]);
+        match decoded {
+            Ok(msg) => inlet.jobs.send(Job { origin, msg }).is_ok(),
+            Err(e) => inlet
+                .dead
+                .blocking_send(Classified {
+                    origin,
+                    outcome: Outcome::DeadLetter(DeadLetter {
+                        kind: e.kind(),
+                        reason: e.to_string(),
+                    }),
+                })
+                .is_ok(),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Prometheus metrics: one prefix (`moodstream_`), units in names, small fixed label sets,
+//! never customer data in labels. A process-wide registry, as the stages are process-wide.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub consumed: IntCounterVec,
+    pub produced: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub producer_errors: IntCounterVec,
+    pub emotions: IntCounterVec,
+    pub escalations: IntCounterVec,
+    pub batch_size: Histogram,
+    pub batch_tokens: Histogram,
+    pub tokenize_seconds: Histogram,
+    pub queue_wait_seconds: Histogram,
+    pub inference_seconds: Histogram,
+    pub end_to_end_seconds: Histogram,
+    pub in_flight: IntGauge,
+    pub queue_depth: IntGaugeVec,
+    pub consumer_lag: IntGaugeVec,
+    pub commits: IntCounterVec,
+    pub rebalances: IntCounterVec,
+    pub redis_degraded: IntGauge,
+    pub provider_info: IntGaugeVec,
+    pub stage_seconds: HistogramVec,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.0001, 2.0, 18).expect("static buckets: bug")
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry =
+            Registry::new_custom(Some("moodstream".into()), None).expect("static registry: bug");
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("static metric definition: bug");
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("unique metric: bug");
+                m
+            }};
+        }
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        };
+        Metrics {
+            consumed: reg!(counter(
+                "messages_consumed_total",
+                "Records consumed, by input topic.",
+                &["topic"]
+            )),
+            produced: reg!(counter(
+                "messages_produced_total",
+                "Outputs acknowledged by the broker, by kind (emotion, reply, escalation, dead_letter).",
+                &["kind"]
+            )),
+            dead_letters: reg!(counter(
+                "dead_letters_total",
+                "Records sent to the dead-letter topic, by reason.",
+                &["reason"]
+            )),
+            producer_errors: reg!(counter(
+                "producer_errors_total",
+                "Failed deliveries, by kind.",
+                &["kind"]
+            )),
+            emotions: reg!(counter(
+                "emotions_total",
+                "Classified messages, by primary emotion.",
+                &["emotion"]
+            )),
+            escalations: reg!(counter(
+                "escalations_total",
+                "Escalation events produced, by kind and severity.",
+                &["kind", "severity"]
+            )),
+            batch_size: reg!(hist(
+                "batch_size",
+                "Messages per inference batch.",
+                prometheus::exponential_buckets(1.0, 2.0, 12).expect("static buckets: bug")
+            )),
+            batch_tokens: reg!(hist(
+                "batch_tokens",
+                "Padded tokens per inference batch.",
+                prometheus::exponential_buckets(16.0, 2.0, 14).expect("static buckets: bug")
+            )),
+            tokenize_seconds: reg!(hist(
+                "tokenize_seconds",
+                "Time to tokenize one message.",
+                latency_buckets()
+            )),
+            queue_wait_seconds: reg!(hist(
+                "queue_wait_seconds",
+                "Time a message waited in the batch queue.",
+                latency_buckets()
+            )),
+            inference_seconds: reg!(hist(
+                "inference_seconds",
+                "Time to run one batch through the model.",
+                latency_buckets()
+            )),
+            end_to_end_seconds: reg!(hist(
+                "end_to_end_seconds",
+                "Consume to last output acknowledged, per message.",
+                latency_buckets()
+            )),
+            in_flight: reg!(IntGauge::new(
+                "in_flight_messages",
+                "Messages consumed and not yet acknowledged."
+            )),
+            queue_depth: reg!(IntGaugeVec::new(
+                Opts::new("queue_depth", "Messages waiting in a stage's input queue."),
+                &["stage"]
+            )),
+            consumer_lag: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "consumer_lag",
+                    "Consumer lag per assigned partition (librdkafka statistics)."
+                ),
+                &["topic", "partition"]
+            )),
+            commits: reg!(counter(
+                "commits_total",
+                "Offset commits, by result.",
+                &["result"]
+            )),
+            rebalances: reg!(counter(
+                "rebalances_total",
+                "Rebalance events, by kind (assign, revoke, error).",
+                &["kind"]
+            )),
+            redis_degraded: reg!(IntGauge::new(
+                "redis_degraded",
+                "1 while escalation state falls back to per-replica memory."
+            )),
+            provider_info: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "execution_provider_info",
+                    "The active ONNX Runtime execution provider (value 1)."
+                ),
+                &["provider"]
+            )),
+            stage_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "stage_seconds",
+                    "Time per message in the post-model stages."
+                )
+                .buckets(latency_buckets()),
+                &["stage"]
+            )),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding to a Vec cannot fail: bug");
+        String::from_utf8(buf).expect("prometheus text is UTF-8: bug")
+    }
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Counter of one label value, as a handle (cheap to keep on hot paths).
+pub fn counter(vec: &IntCounterVec, label: &str) -> IntCounter {
+    vec.with_label_values(&[label])
+}

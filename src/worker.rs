@@ -1,0 +1,163 @@
+//! worker: `moodstream run` — wires source → pipeline → sink, serves health and metrics, and
+//! shuts down gracefully on SIGTERM/SIGINT: stop fetching, finish in-flight batches, deliver,
+//! store and commit offsets, exit 0 within the drain timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::RunConfig;
+use crate::decode::{Decoder, Limits};
+use crate::escalation::{Escalator, SystemClock};
+use crate::health::Health;
+use crate::model::Model;
+use crate::offsets::OffsetTracker;
+use crate::pipeline::{self, Enricher};
+use crate::reply::ReplyDrafter;
+use crate::schema::SchemaRegistry;
+use crate::sink::{OutputEncoder, Sink, Topics};
+use crate::telemetry::{self, metrics};
+use crate::{http, source};
+
+pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
+    telemetry::init_logging(&cfg.telemetry);
+    cfg.validate()?;
+    let tracer = telemetry::trace::init();
+    let health = Arc::new(Health::default());
+
+    // Probes answer (not ready) while the model loads.
+    let listener = tokio::net::TcpListener::bind(&cfg.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.http_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    tokio::spawn(http::serve(listener, health.clone()));
+
+    let model_cfg = cfg.model.clone();
+    let model = tokio::task::spawn_blocking(move || Model::load(&model_cfg))
+        .await?
+        .context("loading the model")?;
+    let model_version = model.scorer.model_version.clone();
+
+    let registry = Arc::new(match &cfg.schema_registry_url {
+        Some(url) => SchemaRegistry::remote(url),
+        None => SchemaRegistry::local(&cfg.schema_dir)?,
+    });
+    let limits = Limits {
+        max_message_bytes: cfg.max_message_bytes,
+        max_text_chars: cfg.max_text_chars,
+    };
+    let decoder = Decoder::new(limits, registry.clone());
+    let encoder = OutputEncoder::new(cfg.output_format, registry);
+    let drafter = match (&cfg.reply_config, cfg.disable_replies) {
+        (_, true) => None,
+        (Some(path), false) => Some(Arc::new(
+            ReplyDrafter::from_file(path)
+                .with_context(|| format!("reply config {}", path.display()))?,
+        )),
+        (None, false) => Some(Arc::new(ReplyDrafter::builtin())),
+    };
+    let escalator = Arc::new(Escalator::new(&cfg.escalation, Arc::new(SystemClock)).await);
+
+    let tracker = Arc::new(OffsetTracker::new());
+    let consumer = {
+        let (cfg, tracker, health) = (cfg.clone(), tracker.clone(), health.clone());
+        tokio::task::spawn_blocking(move || source::connect(&cfg, tracker, health)).await??
+    };
+    let producer = crate::sink::producer(&cfg.kafka).context("creating the producer")?;
+
+    let enricher = Enricher {
+        escalator: Some(escalator),
+        drafter: drafter.clone(),
+        model_version,
+    };
+    let (inlet, processed, provider) = pipeline::spawn(model, &cfg.model, enricher);
+    metrics()
+        .provider_info
+        .with_label_values(&[provider.as_str()])
+        .set(1);
+    health.set_model_loaded();
+
+    let formats: HashMap<_, _> = cfg
+        .topics
+        .iter()
+        .map(|t| (t.clone(), cfg.format_of(t)))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let source = source::spawn(
+        consumer.clone(),
+        decoder,
+        formats,
+        tracker.clone(),
+        inlet,
+        cfg.max_in_flight,
+        cfg.drain_timeout(),
+        stop.clone(),
+    );
+    let mut sink = tokio::spawn(
+        Sink {
+            producer: producer.clone(),
+            encoder,
+            topics: Topics::from_config(&cfg),
+            drafter,
+            tracker,
+            consumer,
+        }
+        .run(processed),
+    );
+    tracing::info!(group = %cfg.group, topics = ?cfg.topics, provider = provider.as_str(), "worker running");
+
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutdown requested: draining"),
+        result = &mut sink => {
+            failure = Some(match result {
+                Ok(Ok(())) => anyhow::anyhow!("sink stopped unexpectedly"),
+                Ok(Err(e)) => anyhow::Error::new(e),
+                Err(e) => anyhow::Error::new(e),
+            });
+            health.set_failed();
+        }
+    }
+    health.set_draining();
+    stop.store(true, Ordering::Relaxed);
+    // The source thread drains (bounded by the drain timeout), commits and returns.
+    tokio::task::spawn_blocking(move || source.join())
+        .await?
+        .ok();
+    if failure.is_none() {
+        match tokio::time::timeout(Duration::from_secs(5), &mut sink).await {
+            Ok(Ok(Err(e))) => failure = Some(e.into()),
+            Ok(Err(e)) => failure = Some(e.into()),
+            Err(_) => tracing::warn!("sink did not finish in time"),
+            Ok(Ok(Ok(()))) => {}
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        rdkafka::producer::Producer::flush(&producer, Duration::from_secs(5))
+    })
+    .await;
+    if let Some(provider) = tracer {
+        let _ = provider.shutdown();
+    }
+    match failure {
+        Some(e) => Err(e.context(
+            "worker stopped after a fatal error; uncommitted records will be reprocessed",
+        )),
+        None => {
+            tracing::info!("worker stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,396 @@
+//! Shared helpers for the integration tests: a real Kafka broker and Redis from
+//! `deploy/local/stack.sh` (started once by `scripts/test.sh`), the real `moodstream` binary
+//! as a child process, and unique topic/group names per test so tests run in parallel.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use moodstream::message::CustomerMessage;
+
+pub fn brokers() -> String {
+    std::env::var("MOODSTREAM_BROKERS").unwrap_or_else(|_| "localhost:9092".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("MOODSTREAM_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn create_topics(names: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create topics (is the local stack up? deploy/local/stack.sh up)");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+/// The input, output and dead-letter topics of one test (each unique).
+pub struct TestTopics {
+    pub inputs: Vec<String>,
+    pub emotions: String,
+    pub escalations: String,
+    pub dlq_suffix: &'static str,
+    pub reply_prefix: String,
+}
+
+impl TestTopics {
+    pub async fn create(name: &str, inputs: usize, partitions: i32) -> TestTopics {
+        let inputs: Vec<String> = (0..inputs)
+            .map(|i| unique(&format!("{name}-in{i}")))
+            .collect();
+        let emotions = unique(&format!("{name}-emotions"));
+        let escalations = unique(&format!("{name}-escalations"));
+        let reply_prefix = format!("{}.", unique(&format!("{name}-replies")));
+        let mut all: Vec<(String, i32)> = inputs.iter().map(|t| (t.clone(), partitions)).collect();
+        all.extend(inputs.iter().map(|t| (format!("{t}.dlq"), 1)));
+        all.push((emotions.clone(), 3));
+        all.push((escalations.clone(), 1));
+        for ch in ["chat", "email", "sms", "voice", "social", "other"] {
+            all.push((format!("{reply_prefix}{ch}"), 3));
+        }
+        let refs: Vec<(&str, i32)> = all.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+        create_topics(&refs).await;
+        TestTopics {
+            inputs,
+            emotions,
+            escalations,
+            dlq_suffix: ".dlq",
+            reply_prefix,
+        }
+    }
+
+    pub fn reply_topic(&self, channel: &str) -> String {
+        format!("{}{channel}", self.reply_prefix)
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer")
+}
+
+/// Produces raw values with keys; returns after every delivery is acknowledged.
+pub async fn produce_raw(topic: &str, records: &[(String, Vec<u8>, Vec<(&str, &str)>)]) {
+    let p = producer();
+    let mut futures = Vec::new();
+    for (key, value, headers) in records {
+        let mut h = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let rec = FutureRecord::to(topic)
+            .key(key.as_str())
+            .payload(value.as_slice())
+            .headers(h);
+        futures.push(p.send_result(rec).map_err(|(e, _)| e).expect("enqueue"));
+    }
+    for f in futures {
+        f.await
+            .expect("delivery future")
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    p.flush(Duration::from_secs(10)).expect("flush");
+}
+
+pub fn message(prefix: &str, i: usize, conversations: usize, text: &str) -> CustomerMessage {
+    let channels = ["chat", "email", "sms"];
+    CustomerMessage {
+        message_id: format!("{prefix}-m{i:05}"),
+        conversation_id: format!("{prefix}-c{}", i % conversations),
+        customer_id: format!("{prefix}-u{}", i % conversations),
+        tenant_id: Some("acme".into()),
+        channel: channels[i % 3].into(),
+        text: text.into(),
+        subject: Some("My order".into()),
+        language: None,
+        sent_at: 1_700_000_000_000 + i as i64 * 1000,
+        customer_name: Some("Alex".into()),
+        metadata: Default::default(),
+    }
+}
+
+pub async fn produce_json(topic: &str, msgs: &[CustomerMessage]) {
+    let records: Vec<_> = msgs
+        .iter()
+        .map(|m| {
+            (
+                m.conversation_id.clone(),
+                serde_json::to_vec(m).unwrap(),
+                vec![],
+            )
+        })
+        .collect();
+    produce_raw(topic, &records).await;
+}
+
+/// One consumed output record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: Vec<u8>,
+    pub headers: HashMap<String, String>,
+}
+
+impl Record {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value).expect("output is JSON")
+    }
+}
+
+/// Reads every record of `topics` from the beginning until `want` records arrived or the
+/// timeout passes (a safety net, not an assertion on speed).
+pub fn read_all(topics: &[String], want: usize, timeout: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("reader");
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs).expect("subscribe");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < want && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Record {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+                value: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+/// Committed offset per partition of `topic` for `group`, and the end offsets.
+pub fn committed_and_end(group: &str, topic: &str) -> (Vec<i64>, Vec<i64>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("offset reader");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = md.topics()[0].partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed");
+    let committed = (0..partitions)
+        .map(
+            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            },
+        )
+        .collect();
+    let ends = (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .collect();
+    (committed, ends)
+}
+
+/// A running `moodstream run` child process.
+pub struct Worker {
+    pub child: Child,
+    pub http: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Worker {
+    /// Starts the real binary against the local broker. `extra` are more CLI flags.
+    pub fn start(group: &str, topics: &TestTopics, extra: &[&str]) -> Worker {
+        let http = format!("127.0.0.1:{}", free_port());
+        let reply_config = write_reply_config(&topics.reply_prefix);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moodstream"));
+        cmd.current_dir(repo())
+            .arg("run")
+            .args(["--brokers", &brokers(), "--group", group])
+            .args(["--topics", &topics.inputs.join(",")])
+            .args([
+                "--output-topic",
+                &topics.emotions,
+                "--escalation-topic",
+                &topics.escalations,
+            ])
+            .args(["--http-addr", &http, "--execution-provider", "cpu"])
+            .args(["--intra-threads", "1", "--tokenizer-threads", "1"])
+            .args(["--reply-config", reply_config.to_str().unwrap()])
+            .args(["--redis-url", &redis_url()])
+            .args([
+                "--log-format",
+                "text",
+                "--drain-timeout-ms",
+                "15000",
+                "--session-timeout-ms",
+                "20000",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Worker {
+            child: cmd.spawn().expect("spawn moodstream"),
+            http,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        signal(self.pid(), "TERM");
+        wait_exit(&mut self.child, Duration::from_secs(60))
+    }
+
+    pub fn kill9(mut self) {
+        signal(self.pid(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let resp = ureq::get(&format!("http://{}{}", self.http, path)).call();
+        match resp {
+            Ok(r) => Some((r.status(), r.into_string().unwrap_or_default())),
+            Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().unwrap_or_default())),
+            Err(_) => None,
+        }
+    }
+
+    /// Waits until /readyz says ready (safety-net timeout).
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some((200, _)) = self.get("/readyz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("worker never became ready");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: i32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "worker did not exit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The shipped reply config with channel topics renamed to this test's prefix.
+fn write_reply_config(prefix: &str) -> PathBuf {
+    let shipped =
+        std::fs::read_to_string(repo().join("config/replies.yaml")).expect("config/replies.yaml");
+    let text = shipped.replace("replies.", prefix);
+    let path = std::env::temp_dir().join(format!("{}.yaml", unique("replies")));
+    std::fs::write(&path, text).expect("write reply config");
+    path
+}
+
+pub async fn delete_topic(name: &str) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let _ = admin.delete_topics(&[name], &AdminOptions::new()).await;
+}
+
+pub fn wait_for_exit(worker: &mut Worker, timeout: Duration) -> std::process::ExitStatus {
+    wait_exit(&mut worker.child, timeout)
+}

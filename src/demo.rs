@@ -102,6 +102,7 @@ fn fill(template: &str, order: &str) -> String {
     template.replace("{order}", order)
 }
 
+#[allow(clippy::too_many_arguments)] // a plain record builder for synthetic data
 fn message(
     rng: &mut Rng,
     id: usize,
@@ -149,7 +150,7 @@ pub fn background(rng: &mut Rng, count: usize, end_ms: i64, span_ms: i64) -> Vec
                 _ => NEUTRAL,
             };
             let order = format!("A{}", 10_000 + rng.below(90_000));
-            let text = fill(*rng.pick(pool), &order);
+            let text = fill(rng.pick::<&str>(pool), &order);
             let conv = rng.below(count / 2 + 1);
             let sent_at = end_ms - span_ms + (span_ms * i as i64) / count.max(1) as i64;
             let channel = *rng.pick(CHANNELS);
@@ -192,7 +193,7 @@ pub fn demo_stream(seed: u64, count: usize) -> Vec<CustomerMessage> {
     let base = out.len();
     for i in 0..40 {
         let pool = if i % 2 == 0 { ANGRY } else { FRUSTRATED };
-        let text = fill(*rng.pick(pool), &format!("B{}", 20_000 + i));
+        let text = fill(rng.pick::<&str>(pool), &format!("B{}", 20_000 + i));
         let sent_at = now - 20_000 + i as i64 * 400;
         out.push(message(
             &mut rng,
@@ -235,7 +236,10 @@ pub fn realistic_texts(rng: &mut Rng, n: usize) -> Vec<String> {
                 if !text.is_empty() {
                     text.push(' ');
                 }
-                text.push_str(&fill(*rng.pick(pool), &format!("A{}", rng.below(99_999))));
+                text.push_str(&fill(
+                    rng.pick::<&str>(pool),
+                    &format!("A{}", rng.below(99_999)),
+                ));
             }
             if rng.below(10) == 0 {
                 text = text

@@ -173,17 +173,30 @@ pub fn connect(
     Ok(Arc::new(consumer))
 }
 
+/// The source thread's inputs.
+pub struct Source {
+    pub consumer: Arc<KafkaConsumer>,
+    pub decoder: Decoder,
+    pub formats: HashMap<String, Format>,
+    pub tracker: Arc<OffsetTracker>,
+    pub inlet: Inlet,
+    pub max_in_flight: usize,
+    pub drain_timeout: Duration,
+    pub stop: Arc<AtomicBool>,
+}
+
 /// Polls until `stop` is set, then drains the pipeline (up to the drain timeout) and commits.
-pub fn spawn(
-    consumer: Arc<KafkaConsumer>,
-    decoder: Decoder,
-    formats: HashMap<String, Format>,
-    tracker: Arc<OffsetTracker>,
-    inlet: Inlet,
-    max_in_flight: usize,
-    drain_timeout: Duration,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<()> {
+pub fn spawn(source: Source) -> JoinHandle<()> {
+    let Source {
+        consumer,
+        decoder,
+        formats,
+        tracker,
+        inlet,
+        max_in_flight,
+        drain_timeout,
+        stop,
+    } = source;
     std::thread::Builder::new()
         .name("source".into())
         .spawn(move || {
@@ -201,11 +214,8 @@ pub fn spawn(
                 match consumer.poll(Duration::from_millis(100)) {
                     None => {}
                     Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                    Some(Ok(record)) => {
-                        if !poller.dispatch(&record, &inlet) {
-                            break; // the pipeline is gone
-                        }
-                    }
+                    Some(Ok(record)) if !poller.dispatch(&record, &inlet) => break, // the pipeline is gone
+                    Some(Ok(_)) => {}
                 }
                 metrics().in_flight.set(tracker.in_flight() as i64);
             }

@@ -86,16 +86,16 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         .map(|t| (t.clone(), cfg.format_of(t)))
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let source = source::spawn(
-        consumer.clone(),
+    let source = source::spawn(source::Source {
+        consumer: consumer.clone(),
         decoder,
         formats,
-        tracker.clone(),
+        tracker: tracker.clone(),
         inlet,
-        cfg.max_in_flight,
-        cfg.drain_timeout(),
-        stop.clone(),
-    );
+        max_in_flight: cfg.max_in_flight,
+        drain_timeout: cfg.drain_timeout(),
+        stop: stop.clone(),
+    });
     let mut sink = tokio::spawn(
         Sink {
             producer: producer.clone(),

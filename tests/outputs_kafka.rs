@@ -101,10 +101,10 @@ async fn commits_offset_only_after_reply_is_delivered() {
     // Once the topic exists, a restarted worker finishes the job.
     create_topics(&[(missing.as_str(), 1)]).await;
     let worker = Worker::start(&group, &topics, &[]);
-    let drafts = read_all(&[missing.clone()], 1, Duration::from_secs(120));
+    let drafts = read_all(&[&missing], 1, Duration::from_secs(120));
     assert_eq!(drafts.len(), 1);
     assert_eq!(drafts[0].json()["message_id"], msgs[2].message_id.as_str());
-    let results = read_all(&[topics.emotions.clone()], 4, Duration::from_secs(120));
+    let results = read_all(&[&topics.emotions], 4, Duration::from_secs(120));
     let ids: HashSet<String> = results
         .iter()
         .map(|r| r.json()["message_id"].as_str().unwrap().to_string())
@@ -129,7 +129,7 @@ async fn metrics_readiness_and_trace_context_follow_the_messages() {
     let n = 30;
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    let records: Vec<(String, Vec<u8>, Vec<(&str, &str)>)> = (0..n)
+    let records: Vec<RawRecord> = (0..n)
         .map(|i| {
             let m = message("telemetry", i, 5, TEXTS[i % 3]);
             (
@@ -222,13 +222,13 @@ async fn readiness_turns_off_while_draining() {
         &topics,
         &["--max-batch-size", "4", "--max-in-flight", "1500"],
     );
-    let _ = read_all(&[topics.emotions.clone()], 10, Duration::from_secs(180));
+    let _ = read_all(&[&topics.emotions], 10, Duration::from_secs(180));
     signal(worker.pid(), "TERM");
     let mut saw_not_ready = false;
     let deadline = Instant::now() + Duration::from_secs(60);
     while worker.child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
-        if let Some((code, _)) = worker.get("/readyz") {
-            if code == 503 {
+        if let Some((503, _)) = worker.get("/readyz") {
+            {
                 saw_not_ready = true;
                 assert_eq!(
                     worker.get("/healthz").map(|r| r.0),

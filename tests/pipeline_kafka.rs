@@ -72,7 +72,7 @@ async fn processes_mixed_json_and_avro_in_conversation_order_and_commits_end_off
         &topics,
         &["--topic-formats", &format!("{avro_topic}=avro")],
     );
-    let out = read_all(&[topics.emotions.clone()], n, Duration::from_secs(180));
+    let out = read_all(&[&topics.emotions], n, Duration::from_secs(180));
     let results = by_topic(&out, &topics.emotions);
     assert_eq!(results.len(), n, "exactly one result per message");
     let ids: HashSet<String> = results
@@ -115,7 +115,7 @@ async fn dead_letters_malformed_inputs_with_reasons_and_leaves_no_offset_gap() {
     let good = |i| serde_json::to_vec(&message("dlq", i, 3, TEXTS[i % 4])).unwrap();
     let mut empty_text = message("dlq", 90, 3, "x");
     empty_text.text = "   ".into();
-    let records: Vec<(String, Vec<u8>, Vec<(&str, &str)>)> = vec![
+    let records: Vec<RawRecord> = vec![
         ("k".into(), good(0), vec![]),
         ("k".into(), b"{not json".to_vec(), vec![]),
         ("k".into(), good(1), vec![]),
@@ -133,11 +133,7 @@ async fn dead_letters_malformed_inputs_with_reasons_and_leaves_no_offset_gap() {
     let group = unique("dlq-group");
     let worker = Worker::start(&group, &topics, &[]);
     let dlq = format!("{input}.dlq");
-    let out = read_all(
-        &[topics.emotions.clone(), dlq.clone()],
-        8,
-        Duration::from_secs(180),
-    );
+    let out = read_all(&[&topics.emotions, &dlq], 8, Duration::from_secs(180));
     assert_eq!(
         by_topic(&out, &topics.emotions).len(),
         3,
@@ -188,11 +184,11 @@ async fn sigterm_mid_stream_then_restart_loses_nothing() {
     let group = unique("restart-group");
 
     let first = Worker::start(&group, &topics, &["--max-batch-size", "8"]);
-    let early = read_all(&[topics.emotions.clone()], 50, Duration::from_secs(180));
+    let early = read_all(&[&topics.emotions], 50, Duration::from_secs(180));
     assert!(early.len() >= 50, "worker made progress");
     assert!(first.terminate().success(), "SIGTERM drains and exits 0");
     let (committed_at_stop, _) = committed_and_end(&group, input);
-    let after_first = read_all(&[topics.emotions.clone()], n, Duration::from_secs(5));
+    let after_first = read_all(&[&topics.emotions], n, Duration::from_secs(5));
 
     // Every committed record has its result already: commit never runs ahead of outputs.
     let seen: HashSet<(i64, i64)> = after_first
@@ -214,11 +210,7 @@ async fn sigterm_mid_stream_then_restart_loses_nothing() {
     }
 
     let second = Worker::start(&group, &topics, &[]);
-    let all = read_all(
-        &[topics.emotions.clone()],
-        n + 2 * n,
-        Duration::from_secs(20),
-    );
+    let all = read_all(&[&topics.emotions], n + 2 * n, Duration::from_secs(20));
     let mut count: HashMap<String, usize> = HashMap::new();
     for r in &all {
         *count
@@ -260,14 +252,14 @@ async fn second_worker_takes_over_partitions_when_first_leaves() {
         .map(|i| message("takeover", i, 30, TEXTS[i % 4]))
         .collect();
     produce_json(input, &first).await;
-    let out = read_all(&[topics.emotions.clone()], 120, Duration::from_secs(180));
+    let out = read_all(&[&topics.emotions], 120, Duration::from_secs(180));
     assert_eq!(out.len(), 120);
     assert!(a.terminate().success());
     let second: Vec<_> = (120..240)
         .map(|i| message("takeover", i, 30, TEXTS[i % 4]))
         .collect();
     produce_json(input, &second).await;
-    let out = read_all(&[topics.emotions.clone()], 240, Duration::from_secs(180));
+    let out = read_all(&[&topics.emotions], 240, Duration::from_secs(180));
     let ids: HashSet<String> = out
         .iter()
         .map(|r| r.json()["message_id"].as_str().unwrap().to_string())

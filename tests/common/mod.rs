@@ -104,7 +104,10 @@ pub fn producer() -> FutureProducer {
 }
 
 /// Produces raw values with keys; returns after every delivery is acknowledged.
-pub async fn produce_raw(topic: &str, records: &[(String, Vec<u8>, Vec<(&str, &str)>)]) {
+/// (key, value, headers) of one record to produce.
+pub type RawRecord<'a> = (String, Vec<u8>, Vec<(&'a str, &'a str)>);
+
+pub async fn produce_raw(topic: &str, records: &[RawRecord<'_>]) {
     let p = producer();
     let mut futures = Vec::new();
     for (key, value, headers) in records {
@@ -180,7 +183,7 @@ impl Record {
 
 /// Reads every record of `topics` from the beginning until `want` records arrived or the
 /// timeout passes (a safety net, not an assertion on speed).
-pub fn read_all(topics: &[String], want: usize, timeout: Duration) -> Vec<Record> {
+pub fn read_all<S: AsRef<str>>(topics: &[S], want: usize, timeout: Duration) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", unique("reader"))
@@ -189,7 +192,7 @@ pub fn read_all(topics: &[String], want: usize, timeout: Duration) -> Vec<Record
         .set("isolation.level", "read_committed")
         .create()
         .expect("reader");
-    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let refs: Vec<&str> = topics.iter().map(AsRef::as_ref).collect();
     consumer.subscribe(&refs).expect("subscribe");
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();

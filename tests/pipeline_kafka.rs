@@ -259,11 +259,16 @@ async fn second_worker_takes_over_partitions_when_first_leaves() {
         .map(|i| message("takeover", i, 30, TEXTS[i % 4]))
         .collect();
     produce_json(input, &second).await;
-    let out = read_all(&[&topics.emotions], 240, Duration::from_secs(180));
-    let ids: HashSet<String> = out
-        .iter()
-        .map(|r| r.json()["message_id"].as_str().unwrap().to_string())
-        .collect();
+    let unique_ids = |records: &[Record]| -> HashSet<String> {
+        records
+            .iter()
+            .map(|r| r.json()["message_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let out = read_until(&[&topics.emotions], Duration::from_secs(180), |r| {
+        unique_ids(r).len() >= 240
+    });
+    let ids = unique_ids(&out);
     assert_eq!(
         ids.len(),
         240,

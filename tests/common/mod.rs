@@ -184,6 +184,16 @@ impl Record {
 /// Reads every record of `topics` from the beginning until `want` records arrived or the
 /// timeout passes (a safety net, not an assertion on speed).
 pub fn read_all<S: AsRef<str>>(topics: &[S], want: usize, timeout: Duration) -> Vec<Record> {
+    read_until(topics, timeout, |records| records.len() >= want)
+}
+
+/// Reads `topics` from the beginning until `done` holds for what was read, or the timeout
+/// passes (a safety net, not an assertion on speed).
+pub fn read_until<S: AsRef<str>>(
+    topics: &[S],
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", unique("reader"))
@@ -196,7 +206,7 @@ pub fn read_all<S: AsRef<str>>(topics: &[S], want: usize, timeout: Duration) -> 
     consumer.subscribe(&refs).expect("subscribe");
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
-    while out.len() < want && Instant::now() < deadline {
+    while !done(&out) && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let headers = m
                 .headers()
@@ -305,6 +315,7 @@ impl Worker {
                 "20000",
             ])
             .args(extra)
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         Worker {

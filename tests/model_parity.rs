@@ -1,0 +1,100 @@
+//! The shipped ONNX model through the project's own tokenizer + ONNX Runtime path matches the
+//! Python reference (tests/fixtures/parity.json, made by models/train/make_parity_fixture.py):
+//! token ids exactly, logits within a tolerance, and the derived labels, valence and
+//! negativity. Batched inference (with padding) must agree with batch-1 inference.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use moodstream::config::{Cli, Command};
+use moodstream::model::Model;
+
+#[derive(serde::Deserialize)]
+struct Fixture {
+    cases: Vec<Case>,
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    text: String,
+    input_ids: Vec<u32>,
+    logits: Vec<f32>,
+    primary: String,
+    labels: Vec<String>,
+    negativity: f32,
+    valence: f32,
+}
+
+fn model() -> Model {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = repo.join("models/emotion-minilm");
+    let args = [
+        "moodstream",
+        "classify",
+        "--model-dir",
+        dir.to_str().unwrap(),
+        "--execution-provider",
+        "cpu",
+        "--intra-threads",
+        "1",
+    ];
+    let Command::Classify(cfg) = Cli::parse_from(args).command else {
+        unreachable!()
+    };
+    Model::load(&cfg.model).expect("model loads (ORT_DYLIB_PATH from scripts/setup-ort.sh)")
+}
+
+fn fixture() -> Fixture {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture JSON")
+}
+
+#[test]
+fn shipped_model_matches_python_reference_logits_and_scores() {
+    let mut model = model();
+    let fixture = fixture();
+    assert!(fixture.cases.len() >= 10);
+    let encs: Vec<_> = fixture
+        .cases
+        .iter()
+        .map(|c| model.tokenizer.encode(&c.text).expect("tokenizes"))
+        .collect();
+    for (case, enc) in fixture.cases.iter().zip(&encs) {
+        assert_eq!(enc.ids, case.input_ids, "token ids of {:?}", case.text);
+        let logits = model.engine.infer(&[enc]).expect("infers");
+        for (got, want) in logits[0].iter().zip(&case.logits) {
+            assert!(
+                (got - want).abs() < 1e-3,
+                "{:?}: logit {got} vs reference {want}",
+                case.text
+            );
+        }
+        let scored = model.scorer.score(&logits[0]);
+        assert_eq!(scored.primary.as_str(), case.primary, "{:?}", case.text);
+        let labels: Vec<&str> = scored.labels.iter().map(|e| e.as_str()).collect();
+        assert_eq!(labels, case.labels, "{:?}", case.text);
+        assert!((scored.negativity - case.negativity).abs() < 1e-3);
+        assert!((scored.valence - case.valence).abs() < 1e-3);
+    }
+    // One padded batch gives the same primary emotion as batch-1 runs. Logits move a little:
+    // dynamic int8 quantisation picks activation ranges per batch, so batch-mates matter.
+    let refs: Vec<_> = encs.iter().collect();
+    let batched = model.engine.infer(&refs).expect("batch infers");
+    let mut worst = 0f32;
+    for (row, case) in batched.iter().zip(&fixture.cases) {
+        for (got, want) in row.iter().zip(&case.logits) {
+            worst = worst.max((got - want).abs());
+        }
+        assert_eq!(
+            model.scorer.score(row).primary.as_str(),
+            case.primary,
+            "batched {:?}",
+            case.text
+        );
+    }
+    assert!(
+        worst < 0.5,
+        "batched logits drift {worst} from batch-1 reference"
+    );
+    eprintln!("largest batched-vs-reference logit difference: {worst:.4}");
+}

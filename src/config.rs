@@ -405,6 +405,10 @@ pub struct DemoProduceConfig {
     /// Random seed.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Prefix for message, conversation and customer ids, so reruns never share escalation
+    /// state and their outputs can be told apart.
+    #[arg(long, default_value = "demo")]
+    pub run_tag: String,
 }
 
 #[cfg(test)]

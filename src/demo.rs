@@ -170,11 +170,30 @@ pub fn background(rng: &mut Rng, count: usize, end_ms: i64, span_ms: i64) -> Vec
 }
 
 /// The whole demo stream: background, then one escalating conversation, then a surge of
-/// negative messages on `acme` × `social`.
+/// negative messages on `acme` × `social`. Event times sit inside the escalation detector's
+/// default windows (late tolerance 2 min, recent window 60 s): the calm traffic is the
+/// baseline 62–117 s ago, the angry conversation and the surge fall in the last 50 s.
 pub fn demo_stream(seed: u64, count: usize) -> Vec<CustomerMessage> {
     let mut rng = Rng::new(seed);
     let now = now_ms();
-    let mut out = background(&mut rng, count, now - 60_000, 240_000);
+    let mut out = background(&mut rng, count, now - 62_000, 55_000);
+    // The surge scope's normal level: calm acme/social traffic in the same baseline window.
+    let base = out.len();
+    for i in 0..80 {
+        let pool = if i % 3 == 0 { GRATEFUL } else { NEUTRAL };
+        let text = fill(rng.pick::<&str>(pool), &format!("C{}", 30_000 + i));
+        let sent_at = now - 117_000 + i as i64 * 680;
+        out.push(message(
+            &mut rng,
+            base + i,
+            format!("conv-calm-{i:03}"),
+            format!("cust-calm-{i:03}"),
+            "social",
+            "acme",
+            text,
+            sent_at,
+        ));
+    }
     let base = out.len();
     for (turn, t) in ESCALATING.iter().enumerate() {
         let text = fill(t, "A48213");
@@ -277,7 +296,16 @@ pub async fn produce(cfg: DemoProduceConfig) -> anyhow::Result<()> {
         .create()
         .context("creating the demo producer")?;
     let schema = contract(contracts::CUSTOMER_MESSAGE);
-    let messages = demo_stream(cfg.seed, cfg.count);
+    let mut messages = demo_stream(cfg.seed, cfg.count);
+    for m in &mut messages {
+        for id in [
+            &mut m.message_id,
+            &mut m.conversation_id,
+            &mut m.customer_id,
+        ] {
+            *id = format!("{}-{id}", cfg.run_tag);
+        }
+    }
     let mut deliveries = Vec::with_capacity(messages.len());
     for msg in &messages {
         let payload = match cfg.format {

@@ -233,15 +233,13 @@ async fn readiness_turns_off_while_draining() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while worker.child.try_wait().expect("wait").is_none() && Instant::now() < deadline {
         if let Some((503, _)) = worker.get("/readyz") {
-            {
-                saw_not_ready = true;
-                assert_eq!(
-                    worker.get("/healthz").map(|r| r.0),
-                    Some(200),
-                    "alive while draining"
-                );
-                break;
-            }
+            saw_not_ready = true;
+            assert_eq!(
+                worker.get("/healthz").map(|r| r.0),
+                Some(200),
+                "alive while draining"
+            );
+            break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }

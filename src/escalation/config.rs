@@ -1,6 +1,6 @@
 //! Escalation settings: one `clap` argument group flattened into the worker's config. Every flag
 //! has an env var (`MOODSTREAM_ESCALATION_*`, `MOODSTREAM_REDIS_*`) and its doc comment is the
-//! `--help` text; `docs/escalation.md` explains how the thresholds interact.
+//! `--help` text; the README ("Escalation events") explains how the thresholds interact.
 
 use std::fmt;
 use std::str::FromStr;

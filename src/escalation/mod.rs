@@ -3,7 +3,7 @@
 //! every replica, and a cooldown per scope and kind makes one incident one event (plus at most
 //! one warning-to-critical upgrade). When Redis is unset or unavailable the same logic runs on
 //! per-replica in-memory windows and events are marked `degraded`; a background probe returns
-//! to shared mode when Redis answers again. See `docs/escalation.md`.
+//! to shared mode when Redis answers again. See the README, "Escalation events".
 //!
 //! `observe` never fails and never blocks longer than the Redis timeout (twice when it also
 //! claims a cooldown); after one failure it stops calling Redis until the probe succeeds.

@@ -4,7 +4,7 @@
 //! review it. Drafts go to a per-channel topic (`replies.<channel>`).
 //!
 //! Everything a deployment may want to change lives in `config/replies.yaml` (see
-//! `docs/replies.md`): strategies, intent keywords, templates per language, channel and
+//! the README, "Reply drafting"): strategies, intent keywords, templates per language, channel and
 //! tenant, channel limits, topics and review rules. The config is checked once at startup;
 //! drafting itself never fails.
 

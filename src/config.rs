@@ -9,6 +9,51 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::escalation::EscalationConfig;
 
+/// Applies an optional config file before the command line is parsed: `--config FILE` (or
+/// `MOODSTREAM_CONFIG`), a file of `MOODSTREAM_...=value` lines (`#` comments) — the same names
+/// as the environment variables. The environment and flags win over the file.
+pub fn load_config_file(args: impl Iterator<Item = String>) -> Result<(), String> {
+    let args: Vec<String> = args.collect();
+    let from_args = args
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix("--config=") {
+            Some(path) => Some(path.to_string()),
+            None => (a == "--config")
+                .then(|| args.get(i + 1).cloned())
+                .flatten(),
+        });
+    let Some(path) = from_args.or_else(|| std::env::var("MOODSTREAM_CONFIG").ok()) else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("config file {path}: {e}"))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("config file {path}:{}: expected KEY=value", n + 1))?;
+        let (key, value) = (key.trim(), value.trim().trim_matches('"'));
+        if !(key.starts_with("MOODSTREAM_")
+            || key.starts_with("OTEL_")
+            || key == "ORT_DYLIB_PATH"
+            || key == "RUST_LOG")
+        {
+            return Err(format!(
+                "config file {path}:{}: unknown setting `{key}`",
+                n + 1
+            ));
+        }
+        if std::env::var_os(key).is_none() {
+            // SAFETY: called first thing in main, before any other thread exists.
+            unsafe { std::env::set_var(key, value) };
+        }
+    }
+    Ok(())
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "moodstream",
@@ -172,6 +217,9 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunConfig {
+    /// Config file of `MOODSTREAM_...=value` lines, applied under the environment and flags.
+    #[arg(long, env = "MOODSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaConfig,
     /// Consumer group id.

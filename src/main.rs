@@ -3,10 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use moodstream::config::{Cli, Command};
+use moodstream::config::{self, Cli, Command};
 use moodstream::{bench, classify, demo, telemetry, worker};
 
 fn main() -> ExitCode {
+    if let Err(e) = config::load_config_file(std::env::args()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

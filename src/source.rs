@@ -218,6 +218,10 @@ pub fn spawn(source: Source) -> JoinHandle<()> {
                     Some(Ok(_)) => {}
                 }
                 metrics().in_flight.set(tracker.in_flight() as i64);
+                metrics()
+                    .queue_depth
+                    .with_label_values(&["tokenize"])
+                    .set(inlet.jobs.len() as i64);
             }
             // Closing the inlet lets every stage drain in order.
             drop(inlet);

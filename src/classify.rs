@@ -10,7 +10,7 @@ use anyhow::Context;
 use crate::config::{ClassifyConfig, Format};
 use crate::decode::{Decoder, Limits};
 use crate::model::Model;
-use crate::pipeline::{self, Classified, DeadLetter, Enricher, Job, Origin, Outcome};
+use crate::pipeline::{self, Enricher, Origin};
 use crate::schema::SchemaRegistry;
 use crate::telemetry::trace::MessageTrace;
 
@@ -53,19 +53,7 @@ pub async fn run(cfg: ClassifyConfig) -> anyhow::Result<usize> {
                 key: None,
                 payload: None,
             };
-            let sent = match decoder.decode(Some(line.as_bytes()), Format::Json) {
-                Ok(msg) => inlet.jobs.send(Job { origin, msg }).is_ok(),
-                Err(e) => inlet
-                    .dead
-                    .blocking_send(Classified {
-                        origin,
-                        outcome: Outcome::DeadLetter(DeadLetter {
-                            kind: e.kind(),
-                            reason: e.to_string(),
-                        }),
-                    })
-                    .is_ok(),
-            };
+            let sent = inlet.submit(origin, decoder.decode(Some(line.as_bytes()), Format::Json));
             if !sent {
                 break;
             }

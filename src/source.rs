@@ -20,7 +20,7 @@ use crate::config::{Format, RunConfig};
 use crate::decode::Decoder;
 use crate::health::Health;
 use crate::offsets::OffsetTracker;
-use crate::pipeline::{Classified, DeadLetter, Inlet, Job, Origin, Outcome};
+use crate::pipeline::{Inlet, Origin};
 use crate::telemetry::metrics;
 use crate::telemetry::trace::MessageTrace;
 
@@ -277,18 +277,6 @@ impl Poller {
         origin
             .trace
             .stage("decode", started, SystemTime::now(), vec![]);
-        match decoded {
-            Ok(msg) => inlet.jobs.send(Job { origin, msg }).is_ok(),
-            Err(e) => inlet
-                .dead
-                .blocking_send(Classified {
-                    origin,
-                    outcome: Outcome::DeadLetter(DeadLetter {
-                        kind: e.kind(),
-                        reason: e.to_string(),
-                    }),
-                })
-                .is_ok(),
-        }
+        inlet.submit(origin, decoded)
     }
 }

@@ -96,6 +96,31 @@ pub struct Inlet {
     pub dead: mpsc::Sender<Classified>,
 }
 
+impl Inlet {
+    /// Hands one decoded record to the pipeline: a message to the model, a decode error
+    /// straight to the post stage as a dead letter. Blocking (call from a plain thread).
+    /// False when the pipeline has shut down.
+    pub fn submit(
+        &self,
+        origin: Origin,
+        decoded: Result<CustomerMessage, crate::decode::DecodeError>,
+    ) -> bool {
+        match decoded {
+            Ok(msg) => self.jobs.send(Job { origin, msg }).is_ok(),
+            Err(e) => self
+                .dead
+                .blocking_send(Classified {
+                    origin,
+                    outcome: Outcome::DeadLetter(DeadLetter {
+                        kind: e.kind(),
+                        reason: e.to_string(),
+                    }),
+                })
+                .is_ok(),
+        }
+    }
+}
+
 /// Starts the tokenizer threads, batcher, model thread and post stage. Returns the inlet, the
 /// stream of processed messages in per-partition input order, and the active provider.
 pub fn spawn(

@@ -319,6 +319,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("max batch tokens ({tokens}) must be at least max seq len ({seq})")]
     TokensBelowSeqLen { tokens: usize, seq: usize },
+    #[error(transparent)]
+    Escalation(#[from] crate::escalation::ConfigError),
 }
 
 impl RunConfig {
@@ -343,6 +345,7 @@ impl RunConfig {
         if self.max_in_flight == 0 {
             return Err(ConfigError::Zero("max in flight"));
         }
+        self.escalation.validate()?;
         self.model.validate()
     }
 
@@ -487,6 +490,15 @@ mod tests {
                 session_ms: 45000
             })
         );
+    }
+
+    #[test]
+    fn accepts_tls_redis_urls_and_checks_escalation_settings() {
+        run_config(&["--redis-url", "rediss://user:pw@redis.example:6380/0"])
+            .validate()
+            .expect("rediss is supported");
+        let bad = run_config(&["--escalation-negativity-threshold", "1.5"]);
+        assert!(matches!(bad.validate(), Err(ConfigError::Escalation(_))));
     }
 
     #[test]

@@ -196,7 +196,12 @@ pub struct KafkaConfig {
 impl KafkaConfig {
     /// A librdkafka client config with the brokers, pass-through options and secret applied.
     pub fn client_config(&self) -> rdkafka::ClientConfig {
-        let mut cfg = rdkafka::ClientConfig::new();
+        self.apply(rdkafka::ClientConfig::new())
+    }
+
+    /// Applies the brokers, pass-through options and secret over `cfg` (so they win over any
+    /// defaults already set there).
+    pub fn apply(&self, mut cfg: rdkafka::ClientConfig) -> rdkafka::ClientConfig {
         cfg.set("bootstrap.servers", &self.brokers);
         for (k, v) in &self.kafka_options {
             cfg.set(k, v);
@@ -206,6 +211,11 @@ impl KafkaConfig {
         }
         cfg
     }
+}
+
+/// The dead-letter topic of `input`: the configured one, else `<input>.dlq`.
+pub fn dlq_topic(configured: Option<&str>, input: &str) -> String {
+    configured.map_or_else(|| format!("{input}.dlq"), str::to_string)
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -359,9 +369,7 @@ impl RunConfig {
     }
 
     pub fn dlq_topic_for(&self, input_topic: &str) -> String {
-        self.dlq_topic
-            .clone()
-            .unwrap_or_else(|| format!("{input_topic}.dlq"))
+        dlq_topic(self.dlq_topic.as_deref(), input_topic)
     }
 
     pub fn drain_timeout(&self) -> Duration {

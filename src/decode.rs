@@ -5,8 +5,7 @@
 //! Nothing here may panic on input, and no error message may carry the message's text or ids:
 //! errors end up in DLQ headers and logs.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use apache_avro::Schema;
 
@@ -60,13 +59,12 @@ pub struct Limits {
     pub max_text_chars: usize,
 }
 
-/// Decodes records of any input topic. Cheap to clone; the writer-schema cache is shared.
+/// Decodes records of any input topic. Cheap to clone; writer schemas are cached by the registry.
 #[derive(Clone)]
 pub struct Decoder {
     limits: Limits,
     registry: Arc<SchemaRegistry>,
     reader_schema: Arc<Schema>,
-    writer_cache: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
 }
 
 impl Decoder {
@@ -78,7 +76,6 @@ impl Decoder {
             limits,
             registry,
             reader_schema,
-            writer_cache: Arc::default(),
         }
     }
 
@@ -120,24 +117,11 @@ impl Decoder {
     }
 
     fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, DecodeError> {
-        if let Some(schema) = self
-            .writer_cache
-            .lock()
-            .expect("schema cache poisoned: bug")
-            .get(&id)
-        {
-            return Ok(schema.clone());
+        match self.registry.schema_by_id(id) {
+            Ok(schema) => Ok(schema),
+            Err(SchemaError::UnknownId(id)) => Err(DecodeError::UnknownSchema(id)),
+            Err(e) => Err(DecodeError::Registry(e.to_string())),
         }
-        let schema = match self.registry.schema_by_id(id) {
-            Ok(schema) => schema,
-            Err(SchemaError::UnknownId(id)) => return Err(DecodeError::UnknownSchema(id)),
-            Err(e) => return Err(DecodeError::Registry(e.to_string())),
-        };
-        self.writer_cache
-            .lock()
-            .expect("schema cache poisoned: bug")
-            .insert(id, schema.clone());
-        Ok(schema)
     }
 }
 

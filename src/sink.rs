@@ -114,7 +114,7 @@ impl Topics {
     }
 
     fn dlq_for(&self, input: &str) -> String {
-        self.dlq.clone().unwrap_or_else(|| format!("{input}.dlq"))
+        crate::config::dlq_topic(self.dlq.as_deref(), input)
     }
 }
 
@@ -137,22 +137,17 @@ pub struct Sink {
 
 /// An idempotent producer: acks=all, retries without reordering or duplicates.
 pub fn producer(kafka: &KafkaConfig) -> rdkafka::error::KafkaResult<FutureProducer> {
-    let mut cfg = kafka.client_config();
-    cfg.set("enable.idempotence", "true")
-        .set("acks", "all")
+    // Tuning defaults the operator's pass-through options may override...
+    let mut defaults = rdkafka::ClientConfig::new();
+    defaults
         .set("compression.type", "lz4")
         .set("linger.ms", "5");
-    for (k, v) in &kafka.kafka_options {
-        // Producer-only tuning passed through by the operator wins over our defaults.
-        if k.starts_with("queue.buffering")
-            || k == "linger.ms"
-            || k == "compression.type"
-            || k.starts_with("batch.")
-        {
-            cfg.set(k, v);
-        }
-    }
-    cfg.create()
+    // ...and the delivery guarantees they may not.
+    kafka
+        .apply(defaults)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
 }
 
 type Completion = (

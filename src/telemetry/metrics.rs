@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -178,9 +178,4 @@ static METRICS: OnceLock<Metrics> = OnceLock::new();
 
 pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
-}
-
-/// Counter of one label value, as a handle (cheap to keep on hot paths).
-pub fn counter(vec: &IntCounterVec, label: &str) -> IntCounter {
-    vec.with_label_values(&[label])
 }

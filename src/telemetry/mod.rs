@@ -4,7 +4,7 @@
 mod metrics;
 pub mod trace;
 
-pub use metrics::{Metrics, counter, metrics};
+pub use metrics::{Metrics, metrics};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -143,9 +143,4 @@ impl MessageTrace {
             })
         })
     }
-
-    pub fn trace_id(&self) -> Option<String> {
-        let sc = self.cx.span().span_context().clone();
-        sc.is_valid().then(|| sc.trace_id().to_string())
-    }
 }

@@ -75,10 +75,7 @@ async fn processes_mixed_json_and_avro_in_conversation_order_and_commits_end_off
     let out = read_all(&[&topics.emotions], n, Duration::from_secs(180));
     let results = by_topic(&out, &topics.emotions);
     assert_eq!(results.len(), n, "exactly one result per message");
-    let ids: HashSet<String> = results
-        .iter()
-        .map(|r| r.json()["message_id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = message_ids(&results);
     let expected: HashSet<String> = msgs.iter().map(|m| m.message_id.clone()).collect();
     assert_eq!(ids, expected);
     for r in &results {
@@ -213,9 +210,7 @@ async fn sigterm_mid_stream_then_restart_loses_nothing() {
     let all = read_all(&[&topics.emotions], n + 2 * n, Duration::from_secs(20));
     let mut count: HashMap<String, usize> = HashMap::new();
     for r in &all {
-        *count
-            .entry(r.json()["message_id"].as_str().unwrap().to_string())
-            .or_default() += 1;
+        *count.entry(r.message_id()).or_default() += 1;
     }
     for m in &msgs {
         assert!(count.contains_key(&m.message_id), "{} lost", m.message_id);
@@ -259,16 +254,10 @@ async fn second_worker_takes_over_partitions_when_first_leaves() {
         .map(|i| message("takeover", i, 30, TEXTS[i % 4]))
         .collect();
     produce_json(input, &second).await;
-    let unique_ids = |records: &[Record]| -> HashSet<String> {
-        records
-            .iter()
-            .map(|r| r.json()["message_id"].as_str().unwrap().to_string())
-            .collect()
-    };
     let out = read_until(&[&topics.emotions], Duration::from_secs(180), |r| {
-        unique_ids(r).len() >= 240
+        message_ids(r).len() >= 240
     });
-    let ids = unique_ids(&out);
+    let ids = message_ids(&out);
     assert_eq!(
         ids.len(),
         240,

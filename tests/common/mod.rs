@@ -179,6 +179,20 @@ impl Record {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.value).expect("output is JSON")
     }
+
+    pub fn message_id(&self) -> String {
+        self.json()["message_id"]
+            .as_str()
+            .expect("output has a message_id")
+            .to_string()
+    }
+}
+
+/// The distinct message ids among `records` (duplicates from redelivery collapse).
+pub fn message_ids(
+    records: &[impl std::borrow::Borrow<Record>],
+) -> std::collections::HashSet<String> {
+    records.iter().map(|r| r.borrow().message_id()).collect()
 }
 
 /// Reads every record of `topics` from the beginning until `want` records arrived or the

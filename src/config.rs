@@ -58,6 +58,7 @@ pub fn load_config_file(args: impl Iterator<Item = String>) -> Result<(), String
 #[command(
     name = "moodstream",
     version,
+    args_override_self = true,
     about = "Emotion labels, drafted replies and escalation events for customer-service messages on Kafka"
 )]
 pub struct Cli {
@@ -302,9 +303,19 @@ pub struct RunConfig {
     /// Consumer group session timeout, in ms (must exceed the drain timeout).
     #[arg(long, env = "MOODSTREAM_SESSION_TIMEOUT_MS", default_value_t = 45_000)]
     pub session_timeout_ms: u64,
-    /// Offset commit interval, in ms (offsets are also committed on revoke and shutdown).
+    /// Offset commit interval, in ms (offsets are also committed on revoke and shutdown). In
+    /// exactly-once mode: how long a transaction stays open, so also how late outputs become
+    /// visible to `read_committed` consumers.
     #[arg(long, env = "MOODSTREAM_COMMIT_INTERVAL_MS", default_value_t = 1000)]
     pub commit_interval_ms: u64,
+    /// Exactly-once mode: every output and the input offsets are committed in one Kafka
+    /// transaction (read-process-write); consumers of the outputs must use `read_committed`.
+    #[arg(long, env = "MOODSTREAM_EXACTLY_ONCE")]
+    pub exactly_once: bool,
+    /// This replica's `transactional.id` in exactly-once mode: unique per replica and stable
+    /// across its restarts (so a restart fences its zombie). Default `moodstream-<group>-<hostname>`.
+    #[arg(long, env = "MOODSTREAM_TRANSACTIONAL_ID")]
+    pub transactional_id: Option<String>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "MOODSTREAM_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: String,
@@ -355,6 +366,9 @@ impl RunConfig {
         if self.max_in_flight == 0 {
             return Err(ConfigError::Zero("max in flight"));
         }
+        if self.commit_interval_ms == 0 {
+            return Err(ConfigError::Zero("commit interval"));
+        }
         self.escalation.validate()?;
         self.model.validate()
     }
@@ -374,6 +388,24 @@ impl RunConfig {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// The `transactional.id` in exactly-once mode; `None` in at-least-once mode.
+    pub fn transactional_id(&self) -> Option<String> {
+        self.exactly_once.then(|| {
+            self.transactional_id.clone().unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME")
+                    .ok()
+                    .filter(|h| !h.is_empty())
+                    .or_else(|| {
+                        std::fs::read_to_string("/proc/sys/kernel/hostname")
+                            .ok()
+                            .map(|h| h.trim().to_string())
+                    })
+                    .unwrap_or_else(|| "localhost".into());
+                format!("moodstream-{}-{host}", self.group)
+            })
+        })
     }
 }
 

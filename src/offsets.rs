@@ -29,6 +29,8 @@ impl Partition {
 struct State {
     partitions: HashMap<Key, Partition>,
     total: usize,
+    /// Open [`CommitHold`]s: acknowledged offsets not yet committed (exactly-once mode).
+    holds: usize,
 }
 
 /// Shared by the source (register, drain), the sink (acknowledge) and the rebalance callback.
@@ -79,6 +81,14 @@ impl OffsetTracker {
         advanced
     }
 
+    /// Makes `drain` wait until the returned guard drops. Exactly-once mode acknowledges
+    /// records only while committing their transaction, under a hold, so a revoke (which
+    /// drains) returns only once their offsets are committed, never between.
+    pub fn hold(&self) -> CommitHold<'_> {
+        self.lock().holds += 1;
+        CommitHold { tracker: self }
+    }
+
     /// Records in flight across all partitions.
     pub fn in_flight(&self) -> usize {
         self.lock().total
@@ -98,6 +108,7 @@ impl OffsetTracker {
     pub fn drain(&self, partitions: Option<&[(String, i32)]>, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let busy = |s: &State| match partitions {
+            _ if s.holds > 0 => true,
             None => s.total > 0,
             Some(list) => s.partitions.iter().any(|((t, p), part)| {
                 !part.in_flight.is_empty() && list.iter().any(|(lt, lp)| **t == **lt && p == lp)
@@ -140,6 +151,18 @@ impl OffsetTracker {
         }
         drop(s);
         self.changed.notify_all();
+    }
+}
+
+/// See [`OffsetTracker::hold`].
+pub struct CommitHold<'a> {
+    tracker: &'a OffsetTracker,
+}
+
+impl Drop for CommitHold<'_> {
+    fn drop(&mut self) {
+        self.tracker.lock().holds -= 1;
+        self.tracker.changed.notify_all();
     }
 }
 
@@ -204,5 +227,19 @@ mod tests {
             tr.committable(&[("in".into(), 0)]),
             vec![("in".to_string(), 0, 2)]
         );
+    }
+
+    #[test]
+    fn drain_waits_for_a_commit_hold() {
+        let tr = Arc::new(OffsetTracker::new());
+        tr.register(&t(), 0, 1);
+        let hold = tr.hold();
+        assert_eq!(tr.acknowledge(&t(), 0, 1), Some(2));
+        assert!(
+            !tr.drain(None, Duration::from_millis(1)),
+            "acknowledged but not yet committed"
+        );
+        drop(hold);
+        assert!(tr.drain(None, Duration::ZERO));
     }
 }

@@ -2,7 +2,8 @@
 //! may block while revoked partitions drain), decodes each record, registers it with the
 //! offset tracker and hands it to the pipeline. Offsets are stored only by the sink, after
 //! delivery; librdkafka auto-commits what is stored, and we commit synchronously on revoke
-//! and shutdown.
+//! and shutdown. In exactly-once mode the consumer commits nothing: the sink sends offsets
+//! in its transactions, and a revoke waits until they are committed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub struct SourceContext {
     tracker: Arc<OffsetTracker>,
     health: Arc<Health>,
     drain_timeout: Duration,
+    exactly_once: bool,
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
@@ -70,7 +72,7 @@ impl ConsumerContext for SourceContext {
                 "revoke: drain timed out; the new owner will reprocess in-flight records"
             );
         }
-        if !consumer.assignment_lost() {
+        if !consumer.assignment_lost() && !self.exactly_once {
             store(consumer, &self.tracker.committable(&revoked));
             let result = consumer.commit_consumer_state(CommitMode::Sync);
             record_commit(&result);
@@ -141,7 +143,8 @@ pub fn connect(
     let mut client = cfg.kafka.client_config();
     client
         .set("group.id", &cfg.group)
-        .set("enable.auto.commit", "true")
+        .set("enable.auto.commit", (!cfg.exactly_once).to_string())
+        .set("isolation.level", "read_committed")
         .set(
             "auto.commit.interval.ms",
             cfg.commit_interval_ms.to_string(),
@@ -156,6 +159,7 @@ pub fn connect(
         tracker,
         health,
         drain_timeout: cfg.drain_timeout(),
+        exactly_once: cfg.exactly_once,
     })?;
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
     for topic in &cfg.topics {
@@ -182,6 +186,8 @@ pub struct Source {
     pub inlet: Inlet,
     pub max_in_flight: usize,
     pub drain_timeout: Duration,
+    /// The sink commits offsets in its transactions; the consumer commits none.
+    pub exactly_once: bool,
     pub stop: Arc<AtomicBool>,
 }
 
@@ -195,6 +201,7 @@ pub fn spawn(source: Source) -> JoinHandle<()> {
         inlet,
         max_in_flight,
         drain_timeout,
+        exactly_once,
         stop,
     } = source;
     std::thread::Builder::new()
@@ -231,7 +238,9 @@ pub fn spawn(source: Source) -> JoinHandle<()> {
                     "shutdown: drain timed out; uncommitted records will be reprocessed"
                 );
             }
-            record_commit(&consumer.commit_consumer_state(CommitMode::Sync));
+            if !exactly_once {
+                record_commit(&consumer.commit_consumer_state(CommitMode::Sync));
+            }
             consumer.unsubscribe();
             tracing::info!("consumer stopped");
         })

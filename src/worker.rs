@@ -66,7 +66,19 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         let (cfg, tracker, health) = (cfg.clone(), tracker.clone(), health.clone());
         tokio::task::spawn_blocking(move || source::connect(&cfg, tracker, health)).await??
     };
-    let producer = crate::sink::producer(&cfg.kafka).context("creating the producer")?;
+    let transactional_id = cfg.transactional_id();
+    let producer = crate::sink::producer(&cfg.kafka, transactional_id.as_deref())
+        .context("creating the producer")?;
+    if let Some(id) = &transactional_id {
+        // Fences an earlier incarnation with the same id and aborts its open transaction.
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || {
+            rdkafka::producer::Producer::init_transactions(&p, Duration::from_secs(60))
+        })
+        .await?
+        .with_context(|| format!("initialising transactions (transactional.id `{id}`)"))?;
+        tracing::info!(transactional_id = %id, "exactly-once mode");
+    }
 
     let enricher = Enricher {
         escalator: Some(escalator),
@@ -94,6 +106,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         inlet,
         max_in_flight: cfg.max_in_flight,
         drain_timeout: cfg.drain_timeout(),
+        exactly_once: cfg.exactly_once,
         stop: stop.clone(),
     });
     let mut sink = tokio::spawn(
@@ -104,6 +117,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             drafter,
             tracker,
             consumer,
+            transaction_interval: cfg
+                .exactly_once
+                .then(|| Duration::from_millis(cfg.commit_interval_ms)),
         }
         .run(processed),
     );

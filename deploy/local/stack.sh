@@ -8,6 +8,8 @@
 #   stack.sh status    print running/stopped for each; exit 3 unless both run
 #   stack.sh topics    create the demo topics that are missing
 #   stack.sh clean     down, then delete Kafka's and Redis's data (topics, offsets, logs)
+#   stack.sh stop kafka|redis    stop one service, keeping its data (the fault tests use these)
+#   stack.sh start kafka|redis   start one service again and wait until it answers
 #   stack.sh kafka <tool> args...   run a Kafka CLI tool, e.g. `kafka-topics --list --bootstrap-server ...`
 #                                   (also deploy/local/kafka.sh); <tool>: an alias in kafka_tool or a main class
 #
@@ -240,6 +242,9 @@ case $cmd in
   kafka) kafka_tool "$@"; exit ;;
   status) status; exit ;; # exits 3 unless both run
   up | down | topics | clean) ;;
+  start | stop)
+    [[ ${1:-} == kafka || ${1:-} == redis ]] || die "usage: stack.sh $cmd kafka|redis"
+    ;;
   *) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2 ;;
 esac
 
@@ -264,6 +269,18 @@ case $cmd in
   topics)
     alive kafka "$(kafka_marker)" || die "kafka is not running (stack.sh up)"
     create_topics "${demo_topics[@]}"
+    ;;
+  stop)
+    if [[ $1 == kafka ]]; then stop kafka "$(kafka_marker)"; else stop redis "$(redis_marker)"; fi
+    ;;
+  start)
+    if [[ $1 == kafka ]]; then
+      kafka_up
+      kafka_wait
+      create_topics # waits until the broker answers an admin request
+    else
+      redis_up
+    fi
     ;;
   clean)
     stop kafka "$(kafka_marker)"

@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -26,6 +26,9 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub commits: IntCounterVec,
+    pub transactions: IntCounterVec,
+    pub transaction_seconds: Histogram,
+    pub producer_queue_full: IntCounter,
     pub rebalances: IntCounterVec,
     pub redis_degraded: IntGauge,
     pub provider_info: IntGaugeVec,
@@ -135,6 +138,20 @@ impl Metrics {
                 "commits_total",
                 "Offset commits, by result.",
                 &["result"]
+            )),
+            transactions: reg!(counter(
+                "transactions_total",
+                "Exactly-once mode: transaction commits, by result.",
+                &["result"]
+            )),
+            transaction_seconds: reg!(hist(
+                "transaction_commit_seconds",
+                "Exactly-once mode: time to flush, send offsets and commit one transaction.",
+                latency_buckets()
+            )),
+            producer_queue_full: reg!(IntCounter::new(
+                "producer_queue_full_total",
+                "Sends that found the producer queue full and waited for deliveries (backpressure)."
             )),
             rebalances: reg!(counter(
                 "rebalances_total",

@@ -175,6 +175,32 @@ pub struct Record {
     pub headers: HashMap<String, String>,
 }
 
+impl From<&rdkafka::message::BorrowedMessage<'_>> for Record {
+    fn from(m: &rdkafka::message::BorrowedMessage<'_>) -> Record {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Record {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
+            value: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        }
+    }
+}
+
 impl Record {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.value).expect("output is JSON")
@@ -222,27 +248,7 @@ pub fn read_until<S: AsRef<str>>(
     let mut out = Vec::new();
     while !done(&out) && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            (
-                                h.key.to_string(),
-                                String::from_utf8_lossy(h.value.unwrap_or_default()).to_string(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Record {
-                topic: m.topic().to_string(),
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key().map(|k| String::from_utf8_lossy(k).to_string()),
-                value: m.payload().unwrap_or_default().to_vec(),
-                headers,
-            });
+            out.push(Record::from(&m));
         }
     }
     out
@@ -305,7 +311,11 @@ impl Worker {
     pub fn start(group: &str, topics: &TestTopics, extra: &[&str]) -> Worker {
         let http = format!("127.0.0.1:{}", free_port());
         let reply_config = write_reply_config(&topics.reply_prefix);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moodstream"));
+        // MOODSTREAM_TEST_BIN: run a copy of the binary (checkouts sharing one target dir
+        // overwrite each other's target/debug/moodstream).
+        let bin = std::env::var("MOODSTREAM_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_moodstream").to_string());
+        let mut cmd = Command::new(bin);
         cmd.current_dir(repo())
             .arg("run")
             .args(["--brokers", &brokers(), "--group", group])
@@ -421,4 +431,57 @@ pub async fn delete_topic(name: &str) {
 
 pub fn wait_for_exit(worker: &mut Worker, timeout: Duration) -> std::process::ExitStatus {
     wait_exit(&mut worker.child, timeout)
+}
+
+/// Reads every record of `topics` up to their current end (read_committed: aborted
+/// transactional records are skipped), so duplicates are seen too, unlike reading until a
+/// count arrives. Call it once producers are done. `timeout` is a safety net only.
+pub fn read_to_end<S: AsRef<str>>(topics: &[S], timeout: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    for topic in topics {
+        let topic = topic.as_ref();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", unique("reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("reader");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut tpl = TopicPartitionList::new();
+        let mut open = std::collections::HashSet::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .expect("partition");
+            open.insert(p.id());
+        }
+        consumer.assign(&tpl).expect("assign");
+        while !open.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "could not read {topic} to its end"
+            );
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
+                Some(Ok(m)) => out.push(Record::from(&m)),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Runs `deploy/local/stack.sh <args>` (the fault tests stop and start Kafka and Redis).
+pub fn stack(args: &[&str]) {
+    let status = Command::new(repo().join("deploy/local/stack.sh"))
+        .args(args)
+        .status()
+        .expect("deploy/local/stack.sh");
+    assert!(status.success(), "stack.sh {args:?} failed");
 }

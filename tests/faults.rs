@@ -1,0 +1,376 @@
+//! Fault suite (issue 8): the delivery guarantees under `kill -9`, a broker restart, Redis
+//! going away, a rebalance storm and producer backpressure — against the real broker and
+//! Redis of `deploy/local/stack.sh`, with the real worker binary. The tests here stop and
+//! start those services, so they run one at a time (`SERIAL`), and cargo runs this test
+//! binary alone. Sizes are the short (CI) mode; `MOODSTREAM_FAULT_SCALE=<n>` multiplies the
+//! message counts and storm rounds for a longer run.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn scale() -> usize {
+    std::env::var("MOODSTREAM_FAULT_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+const TEXTS: [&str; 5] = [
+    "Thanks so much, the replacement arrived and works great!",
+    "This is the third time I am asking. Where is my refund?",
+    "I am really disappointed, the package is damaged again.",
+    "Can you tell me when the store opens tomorrow?",
+    "Unacceptable. Cancel my account now, I am furious.",
+];
+
+const WAIT: Duration = Duration::from_secs(300);
+
+fn messages(
+    prefix: &str,
+    range: std::ops::Range<usize>,
+) -> Vec<moodstream::message::CustomerMessage> {
+    range
+        .map(|i| message(prefix, i, 40, TEXTS[i % TEXTS.len()]))
+        .collect()
+}
+
+/// (partition, offset) of the input record each emotion result answers.
+fn source(r: &Record) -> (i32, i64) {
+    let v = r.json();
+    (
+        v["source_partition"].as_i64().expect("source_partition") as i32,
+        v["source_offset"].as_i64().expect("source_offset"),
+    )
+}
+
+/// Waits until every id in `want` has an emotion result; returns what was read.
+fn wait_for_results(topics: &TestTopics, want: &HashSet<String>) -> Vec<Record> {
+    let out = read_until(&[&topics.emotions], WAIT, |r| {
+        message_ids(r).is_superset(want)
+    });
+    let missing = want.difference(&message_ids(&out)).count();
+    assert_eq!(missing, 0, "{missing} messages have no result");
+    out
+}
+
+fn ids(msgs: &[moodstream::message::CustomerMessage]) -> HashSet<String> {
+    msgs.iter().map(|m| m.message_id.clone()).collect()
+}
+
+/// Every input record below a committed offset has its result among `results`.
+fn assert_committed_have_results(committed: &[i64], results: &[Record], when: &str) {
+    let seen: HashSet<(i32, i64)> = results.iter().map(source).collect();
+    for (p, c) in committed.iter().enumerate() {
+        for o in 0..*c {
+            assert!(
+                seen.contains(&(p as i32, o)),
+                "{when}: offset {o} of partition {p} committed before its result"
+            );
+        }
+    }
+}
+
+fn metric(worker: &Worker, name: &str) -> f64 {
+    let (_, body) = worker.get("/metrics").expect("/metrics answers");
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// kill -9 mid-batch under load, then restart. Returns the duplicate count (reported) after
+/// checking that nothing was lost and that duplicates are only of uncommitted records.
+async fn kill9_and_restart(name: &str, extra: &[&str]) -> usize {
+    let topics = TestTopics::create(name, 1, 4).await;
+    let input = &topics.inputs[0];
+    let n = 2000 * scale();
+    let msgs = messages(name, 0..n);
+    produce_json(input, &msgs).await;
+    let group = unique(&format!("{name}-group"));
+
+    let first = Worker::start(&group, &topics, extra);
+    let early = read_all(&[&topics.emotions], n / 5, WAIT);
+    assert!(early.len() >= n / 5, "the worker made progress");
+    first.kill9();
+    let (committed_at_kill, _) = committed_and_end(&group, input);
+    assert!(
+        committed_at_kill.iter().sum::<i64>() < n as i64,
+        "killed mid-stream"
+    );
+
+    let second = Worker::start(&group, &topics, extra);
+    wait_for_results(&topics, &ids(&msgs));
+    assert!(second.terminate().success(), "SIGTERM drains and exits 0");
+    let (committed, ends) = committed_and_end(&group, input);
+    assert_eq!(committed, ends, "every input committed");
+
+    let all = read_to_end(&[&topics.emotions], WAIT);
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for r in &all {
+        *count.entry(r.message_id()).or_default() += 1;
+    }
+    assert_eq!(count.len(), n, "exactly the inputs have results");
+    for r in &all {
+        if count[&r.message_id()] > 1 {
+            let (p, o) = source(r);
+            assert!(
+                o >= committed_at_kill[p as usize],
+                "duplicate of offset {o} in partition {p}, committed before the kill"
+            );
+        }
+    }
+    let duplicates = all.len() - n;
+    let uncommitted = n as i64 - committed_at_kill.iter().sum::<i64>();
+    eprintln!(
+        "{name}: {n} inputs, {} committed at kill -9, {duplicates} duplicate results \
+         (uncommitted window {uncommitted})",
+        n as i64 - uncommitted
+    );
+    duplicates
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_at_least_once_loses_nothing_and_duplicates_only_uncommitted() {
+    let _serial = serial();
+    kill9_and_restart("kill9", &["--commit-interval-ms", "200"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill9_exactly_once_yields_each_output_exactly_once() {
+    let _serial = serial();
+    let txn_id = unique("eos");
+    let extra = [
+        "--exactly-once",
+        "--transactional-id",
+        &txn_id,
+        "--commit-interval-ms",
+        "200",
+    ];
+    let duplicates = kill9_and_restart("eos", &extra).await;
+    assert_eq!(
+        duplicates, 0,
+        "read_committed consumers see each result once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_replies_and_dead_letters_appear_once_across_kill9() {
+    let _serial = serial();
+    let topics = TestTopics::create("eos-all", 1, 3).await;
+    let input = &topics.inputs[0];
+    let n = 900 * scale();
+    // Every 10th record is malformed: dead letters are in the transaction too.
+    let records: Vec<RawRecord> = messages("eos-all", 0..n)
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let value = if i % 10 == 9 {
+                b"{not json".to_vec()
+            } else {
+                serde_json::to_vec(m).unwrap()
+            };
+            (m.conversation_id.clone(), value, vec![])
+        })
+        .collect();
+    produce_raw(input, &records).await;
+    let group = unique("eos-all-group");
+    let txn_id = unique("eos-all");
+    let extra = ["--exactly-once", "--transactional-id", &txn_id];
+    let first = Worker::start(&group, &topics, &extra);
+    read_all(&[&topics.emotions], n / 4, WAIT);
+    first.kill9();
+    let second = Worker::start(&group, &topics, &extra);
+    let good = n - n / 10;
+    read_until(&[&topics.emotions], WAIT, |r| message_ids(r).len() >= good);
+    assert!(second.terminate().success());
+
+    let dlq = read_to_end(&[format!("{input}.dlq")], WAIT);
+    assert_eq!(
+        dlq.len(),
+        n / 10,
+        "each malformed record dead-lettered once"
+    );
+    let reply_topics: Vec<String> = ["chat", "email", "sms"]
+        .iter()
+        .map(|c| topics.reply_topic(c))
+        .collect();
+    let replies = read_to_end(&reply_topics, WAIT);
+    let reply_ids = message_ids(&replies);
+    assert_eq!(replies.len(), reply_ids.len(), "no reply twice");
+    let emotions = read_to_end(&[&topics.emotions], WAIT);
+    assert_eq!(emotions.len(), good, "no result twice");
+    assert!(reply_ids.is_subset(&message_ids(&emotions)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_restart_mid_stream_recovers_without_a_worker_restart() {
+    let _serial = serial();
+    let topics = TestTopics::create("broker", 1, 3).await;
+    let input = &topics.inputs[0];
+    let n = 1500 * scale();
+    let msgs = messages("broker", 0..n);
+    produce_json(input, &msgs).await;
+    let group = unique("broker-group");
+    let mut worker = Worker::start(&group, &topics, &["--commit-interval-ms", "200"]);
+    read_all(&[&topics.emotions], n / 5, WAIT);
+
+    stack(&["stop", "kafka"]);
+    std::thread::sleep(Duration::from_secs(3)); // down while the worker keeps working
+    stack(&["start", "kafka"]);
+
+    wait_for_results(&topics, &ids(&msgs));
+    assert!(
+        worker.child.try_wait().expect("wait").is_none(),
+        "the worker rode out the broker restart"
+    );
+    assert!(worker.terminate().success());
+    let (committed, ends) = committed_and_end(&group, input);
+    assert_eq!(committed, ends);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_stop_and_start_neither_stalls_nor_loses() {
+    let _serial = serial();
+    let topics = TestTopics::create("redis", 1, 3).await;
+    let input = &topics.inputs[0];
+    let group = unique("redis-group");
+    let mut worker = Worker::start(&group, &topics, &[]);
+    worker.wait_ready(WAIT);
+    let step = 300 * scale();
+    let mut sent = HashSet::new();
+    for (round, phase) in ["redis up", "redis down", "redis back"].iter().enumerate() {
+        match *phase {
+            "redis down" => stack(&["stop", "redis"]),
+            "redis back" => stack(&["start", "redis"]),
+            _ => {}
+        }
+        let msgs = messages("redis", round * step..(round + 1) * step);
+        produce_json(input, &msgs).await;
+        sent.extend(ids(&msgs));
+        wait_for_results(&topics, &sent);
+        assert!(
+            worker.child.try_wait().expect("wait").is_none(),
+            "worker alive with {phase}"
+        );
+        if *phase == "redis down" {
+            assert_eq!(metric(&worker, "moodstream_redis_degraded"), 1.0);
+        }
+    }
+    assert!(worker.terminate().success());
+    let (committed, ends) = committed_and_end(&group, input);
+    assert_eq!(committed, ends);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rebalance_storm_loses_nothing_and_never_commits_ahead_of_outputs() {
+    let _serial = serial();
+    let topics = TestTopics::create("storm", 1, 6).await;
+    let input = topics.inputs[0].clone();
+    let group = unique("storm-group");
+    let flags = [
+        "--session-timeout-ms",
+        "6000",
+        "--drain-timeout-ms",
+        "5000",
+        "--commit-interval-ms",
+        "200",
+    ];
+    let rounds = 6 * scale();
+    let per_round = 250;
+    let total = rounds * per_round;
+
+    // Traffic keeps arriving during the storm.
+    let producer = {
+        let input = input.clone();
+        tokio::spawn(async move {
+            for r in 0..rounds {
+                produce_json(
+                    &input,
+                    &messages("storm", r * per_round..(r + 1) * per_round),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+        })
+    };
+    let mut workers: Vec<Worker> = (0..3)
+        .map(|_| Worker::start(&group, &topics, &flags))
+        .collect();
+    let mut samples = Vec::new();
+    for round in 0..rounds {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Alternate a clean leave (SIGTERM) and a crash (kill -9); a new member joins either way.
+        let leaving = workers.remove(round % workers.len());
+        if round % 2 == 0 {
+            assert!(leaving.terminate().success(), "a leaving member exits 0");
+        } else {
+            leaving.kill9();
+        }
+        workers.push(Worker::start(&group, &topics, &flags));
+        // Sample: committed offsets, then the results present right after.
+        let (committed, _) = committed_and_end(&group, &input);
+        samples.push((round, committed, read_to_end(&[&topics.emotions], WAIT)));
+    }
+    producer.await.expect("producer");
+    wait_for_results(&topics, &ids(&messages("storm", 0..total)));
+    for w in workers {
+        assert!(w.terminate().success());
+    }
+    for (round, committed, results) in &samples {
+        assert_committed_have_results(committed, results, &format!("storm round {round}"));
+    }
+    let (committed, ends) = committed_and_end(&group, &input);
+    assert_eq!(committed, ends, "no partition left unconsumed");
+    let all = read_to_end(&[&topics.emotions], WAIT);
+    eprintln!(
+        "storm: {total} inputs over {rounds} membership changes, {} duplicate results",
+        all.len() - total
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn producer_backpressure_stalls_cleanly_and_drops_nothing() {
+    let _serial = serial();
+    let topics = TestTopics::create("backpressure", 1, 3).await;
+    let input = &topics.inputs[0];
+    let n = 1000 * scale();
+    let msgs = messages("backpressure", 0..n);
+    produce_json(input, &msgs).await;
+    let group = unique("backpressure-group");
+    // A producer queue of 4 records: the sink must wait for deliveries, never drop.
+    let worker = Worker::start(
+        &group,
+        &topics,
+        &["--kafka-options", "queue.buffering.max.messages=4"],
+    );
+    wait_for_results(&topics, &ids(&msgs));
+    assert!(
+        metric(&worker, "moodstream_producer_queue_full_total") > 0.0,
+        "the tiny queue filled up (backpressure engaged)"
+    );
+    assert!(worker.terminate().success());
+    let emotions = read_to_end(&[&topics.emotions], WAIT);
+    assert_eq!(message_ids(&emotions), ids(&msgs));
+    let replies: Vec<String> = ["chat", "email", "sms"]
+        .iter()
+        .map(|c| topics.reply_topic(c))
+        .collect();
+    assert_eq!(
+        message_ids(&read_to_end(&replies, WAIT)).len(),
+        n,
+        "a reply per message"
+    );
+    let (committed, ends) = committed_and_end(&group, input);
+    assert_eq!(committed, ends);
+}

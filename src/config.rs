@@ -490,6 +490,18 @@ pub struct DemoProduceConfig {
     /// Calm background messages (an angry conversation and a surge are added on top).
     #[arg(long, default_value_t = 300)]
     pub count: usize,
+    /// Steady mode: produce calm traffic stamped with the current time at this many messages
+    /// per second, for `--duration-secs`, instead of the fixed demo stream (soak tests).
+    #[arg(
+        long,
+        requires = "duration_secs",
+        conflicts_with = "count",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub rate: Option<u32>,
+    /// How long steady mode (`--rate`) runs.
+    #[arg(long, requires = "rate")]
+    pub duration_secs: Option<u64>,
     /// Value format.
     #[arg(long, value_enum, default_value = "json")]
     pub format: Format,

@@ -1,12 +1,13 @@
 //! demo: realistic synthetic customer messages — the demo's traffic (`moodstream
 //! demo-produce`) and the benchmark's input. Calm multi-channel background traffic, one
-//! customer getting angrier turn by turn, and a surge of negative messages on one channel.
+//! customer getting angrier turn by turn, and a surge of negative messages on one channel; or,
+//! with `--rate`, steady calm traffic for soak tests (`scripts/soak.sh`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::config::{DemoProduceConfig, Format};
 use crate::message::CustomerMessage;
@@ -138,35 +139,47 @@ fn message(
 pub fn background(rng: &mut Rng, count: usize, end_ms: i64, span_ms: i64) -> Vec<CustomerMessage> {
     (0..count)
         .map(|i| {
-            let pool = match rng.below(20) {
-                0..=7 => NEUTRAL,
-                8..=9 => CONFUSED,
-                10 => ANXIOUS,
-                11 => FRUSTRATED,
-                12 => DISAPPOINTED,
-                13..=14 => GRATEFUL,
-                15..=17 => SATISFIED,
-                18 => CHINESE,
-                _ => NEUTRAL,
-            };
-            let order = format!("A{}", 10_000 + rng.below(90_000));
-            let text = fill(rng.pick::<&str>(pool), &order);
-            let conv = rng.below(count / 2 + 1);
             let sent_at = end_ms - span_ms + (span_ms * i as i64) / count.max(1) as i64;
-            let channel = *rng.pick(CHANNELS);
-            let tenant = *rng.pick(TENANTS);
-            message(
-                rng,
-                i,
-                format!("conv-{conv:05}"),
-                format!("cust-{conv:05}"),
-                channel,
-                tenant,
-                text,
-                sent_at,
-            )
+            calm(rng, i, 0, count / 2 + 1, sent_at)
         })
         .collect()
+}
+
+/// One calm message, in a conversation drawn from `conversations` consecutive ones starting
+/// at `first_conversation`.
+fn calm(
+    rng: &mut Rng,
+    id: usize,
+    first_conversation: usize,
+    conversations: usize,
+    sent_at: i64,
+) -> CustomerMessage {
+    let pool = match rng.below(20) {
+        0..=7 => NEUTRAL,
+        8..=9 => CONFUSED,
+        10 => ANXIOUS,
+        11 => FRUSTRATED,
+        12 => DISAPPOINTED,
+        13..=14 => GRATEFUL,
+        15..=17 => SATISFIED,
+        18 => CHINESE,
+        _ => NEUTRAL,
+    };
+    let order = format!("A{}", 10_000 + rng.below(90_000));
+    let text = fill(rng.pick::<&str>(pool), &order);
+    let conv = first_conversation + rng.below(conversations);
+    let channel = *rng.pick(CHANNELS);
+    let tenant = *rng.pick(TENANTS);
+    message(
+        rng,
+        id,
+        format!("conv-{conv:05}"),
+        format!("cust-{conv:05}"),
+        channel,
+        tenant,
+        text,
+        sent_at,
+    )
 }
 
 /// The whole demo stream: background, then one escalating conversation, then a surge of
@@ -287,6 +300,7 @@ pub fn synthetic(rng: &mut Rng, id: usize, text: String) -> CustomerMessage {
     )
 }
 
+/// Produces the demo stream, or steady calm traffic when `--rate` is set.
 pub async fn produce(cfg: DemoProduceConfig) -> anyhow::Result<()> {
     let producer: FutureProducer = cfg
         .kafka
@@ -296,33 +310,25 @@ pub async fn produce(cfg: DemoProduceConfig) -> anyhow::Result<()> {
         .create()
         .context("creating the demo producer")?;
     let schema = contract(contracts::CUSTOMER_MESSAGE);
+    if let (Some(rate), Some(secs)) = (cfg.rate, cfg.duration_secs) {
+        let sent = produce_steady(&cfg, &producer, &schema, rate, secs).await?;
+        producer.flush(Duration::from_secs(10))?;
+        println!(
+            "produced {sent} messages to {} ({rate} messages/s for {secs} s)",
+            cfg.topic
+        );
+        return Ok(());
+    }
     let mut messages = demo_stream(cfg.seed, cfg.count);
     for m in &mut messages {
-        for id in [
-            &mut m.message_id,
-            &mut m.conversation_id,
-            &mut m.customer_id,
-        ] {
-            *id = format!("{}-{id}", cfg.run_tag);
-        }
+        tag(m, &cfg.run_tag);
     }
     let mut deliveries = Vec::with_capacity(messages.len());
     for msg in &messages {
-        let payload = match cfg.format {
-            Format::Json => serde_json::to_vec(msg)?,
-            Format::Avro => encode_avro(&schema, 1, msg)?,
-        };
-        let record = FutureRecord::to(&cfg.topic)
-            .key(&msg.conversation_id)
-            .payload(&payload);
-        let delivery = producer
-            .send_result(record)
-            .map_err(|(e, _)| anyhow::anyhow!("enqueueing a demo message: {e}"))?;
-        deliveries.push(delivery);
+        deliveries.push(send(&cfg, &producer, &schema, msg)?);
     }
     for d in deliveries {
-        d.await?
-            .map_err(|(e, _)| anyhow::anyhow!("delivering a demo message: {e}"))?;
+        delivered(d).await?;
     }
     producer.flush(Duration::from_secs(10))?;
     println!(
@@ -332,4 +338,74 @@ pub async fn produce(cfg: DemoProduceConfig) -> anyhow::Result<()> {
         cfg.count
     );
     Ok(())
+}
+
+/// Calm traffic at `rate` messages/s for `secs` seconds, each message stamped when it is sent.
+/// Message `n` is due at `n / rate` seconds on an absolute schedule, so a slow tick (a slow
+/// broker, a busy machine) is made up on the next one instead of lowering the rate. About five
+/// messages per conversation, with new conversations all the time, as in live traffic.
+async fn produce_steady(
+    cfg: &DemoProduceConfig,
+    producer: &FutureProducer,
+    schema: &apache_avro::Schema,
+    rate: u32,
+    secs: u64,
+) -> anyhow::Result<usize> {
+    let total = usize::try_from(u64::from(rate) * secs).context("--rate × --duration-secs")?;
+    let mut rng = Rng::new(cfg.seed);
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut sent = 0;
+    while sent < total {
+        tick.tick().await;
+        let due = ((start.elapsed().as_secs_f64() * f64::from(rate)) as usize).min(total);
+        let now = now_ms();
+        let mut deliveries = Vec::with_capacity(due - sent);
+        for id in sent..due {
+            let mut msg = calm(&mut rng, id, id / 5, 50, now);
+            tag(&mut msg, &cfg.run_tag);
+            deliveries.push(send(cfg, producer, schema, &msg)?);
+        }
+        sent = due;
+        for d in deliveries {
+            delivered(d).await?;
+        }
+    }
+    Ok(sent)
+}
+
+/// Prefixes the ids with the run tag, so runs never share escalation state.
+fn tag(msg: &mut CustomerMessage, run_tag: &str) {
+    for id in [
+        &mut msg.message_id,
+        &mut msg.conversation_id,
+        &mut msg.customer_id,
+    ] {
+        *id = format!("{run_tag}-{id}");
+    }
+}
+
+fn send(
+    cfg: &DemoProduceConfig,
+    producer: &FutureProducer,
+    schema: &apache_avro::Schema,
+    msg: &CustomerMessage,
+) -> anyhow::Result<DeliveryFuture> {
+    let payload = match cfg.format {
+        Format::Json => serde_json::to_vec(msg)?,
+        Format::Avro => encode_avro(schema, 1, msg)?,
+    };
+    let record = FutureRecord::to(&cfg.topic)
+        .key(&msg.conversation_id)
+        .payload(&payload);
+    producer
+        .send_result(record)
+        .map_err(|(e, _)| anyhow::anyhow!("enqueueing a demo message: {e}"))
+}
+
+async fn delivered(delivery: DeliveryFuture) -> anyhow::Result<()> {
+    delivery
+        .await?
+        .map(|_| ())
+        .map_err(|(e, _)| anyhow::anyhow!("delivering a demo message: {e}"))
 }

@@ -1,8 +1,13 @@
-//! batcher: the dynamic batching queue between tokenization and the model thread. A batch is
-//! cut when it is full — by message count, or by padded tokens (`count × longest`, which is what
-//! the model pays) — or when its oldest message has waited `max_wait`. The driver keeps filling
-//! the next batch while the model runs the current one (the output channel holds one batch:
-//! that is the prefetch), and stops receiving when its queue is full (backpressure).
+//! batcher: the dynamic batching queue between tokenization and the model thread. The model
+//! pays for `count × longest` tokens, so a batch groups messages of similar length: the oldest
+//! queued message anchors it and takes the queued messages nearest its length, as long as every
+//! one pads by at most a quarter of the longest (or 8 tokens). A batch is cut when it is full —
+//! by message count, or by padded tokens — when the queue is full, or when its anchor has waited
+//! `max_wait`; since the anchor is always the oldest message, none waits longer than that (while
+//! the model keeps up), and long messages are never starved. Batches leave out of input order;
+//! the post stage restores it. The driver keeps filling the next batch while the model runs the
+//! current one (the output channel holds one batch: that is the prefetch), and stops receiving
+//! when its queue is full (backpressure).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -15,6 +20,12 @@ pub trait Tokens {
     fn tokens(&self) -> usize;
 }
 
+impl<T: Tokens> Tokens for &T {
+    fn tokens(&self) -> usize {
+        (**self).tokens()
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPolicy {
     pub max_batch_size: usize,
@@ -22,7 +33,20 @@ pub struct BatchPolicy {
     pub max_wait: Duration,
 }
 
-/// A cut batch and how long its oldest message waited in the queue.
+impl BatchPolicy {
+    /// Messages the queue holds: two batches' worth, so there is a choice of lengths to group
+    /// and the next batch is ready while the model runs the current one.
+    pub fn queue_capacity(&self) -> usize {
+        self.max_batch_size.max(1) * 2
+    }
+}
+
+/// Most padding a message may get in a batch whose longest sequence is `max_len`.
+fn padding_allowance(max_len: usize) -> usize {
+    (max_len / 4).max(8)
+}
+
+/// A cut batch and how long each of its messages waited in the queue.
 #[derive(Debug)]
 pub struct Batch<T> {
     pub items: Vec<T>,
@@ -37,10 +61,22 @@ impl<T> Batch<T> {
     }
 }
 
-/// The FIFO queue and its cutting rules, separate from the async driver so tests can drive it.
+/// The queue and its grouping and cutting rules, separate from the async driver so tests (and
+/// `bench`) can drive it.
 pub struct Queue<T> {
     policy: BatchPolicy,
+    /// In arrival order: the front is the oldest, the next anchor.
     items: VecDeque<(T, Instant)>,
+    // Scratch reused by every selection, so cutting allocates only the batch itself.
+    spare: VecDeque<(T, Instant)>,
+    order: Vec<usize>,
+    chosen: Vec<bool>,
+}
+
+/// What the anchor's batch would be now.
+struct Selection {
+    count: usize,
+    full: bool,
 }
 
 impl<T: Tokens> Queue<T> {
@@ -48,6 +84,9 @@ impl<T: Tokens> Queue<T> {
         Queue {
             policy,
             items: VecDeque::new(),
+            spare: VecDeque::new(),
+            order: Vec::new(),
+            chosen: Vec::new(),
         }
     }
 
@@ -59,30 +98,58 @@ impl<T: Tokens> Queue<T> {
         self.items.is_empty()
     }
 
+    /// Whether the queue takes another message; when not, upstream waits.
+    pub fn has_room(&self) -> bool {
+        self.items.len() < self.policy.queue_capacity()
+    }
+
     pub fn push(&mut self, item: T, now: Instant) {
         self.items.push_back((item, now));
     }
 
-    /// How many queued items the next batch takes: the longest FIFO prefix within both caps
-    /// (at least one, so an over-long item still gets a batch of its own).
-    fn head_batch_len(&self) -> usize {
-        let mut max_len = 0;
-        for (n, (item, _)) in self.items.iter().enumerate() {
-            let len = max_len.max(item.tokens().max(1));
-            if n == self.policy.max_batch_size
-                || (n > 0 && (n + 1) * len > self.policy.max_batch_tokens)
-            {
-                return n;
-            }
-            max_len = len;
+    /// Marks the anchor's batch in `chosen`: the oldest message, then the others by distance
+    /// from its length (ties: older first), each if the batch stays within the size cap, the
+    /// padded-token budget and the padding allowance.
+    fn select(&mut self) -> Selection {
+        let p = self.policy;
+        let len = |i: usize| self.items[i].0.tokens().max(1);
+        self.chosen.clear();
+        self.chosen.resize(self.items.len(), false);
+        if self.items.is_empty() {
+            return Selection {
+                count: 0,
+                full: false,
+            };
         }
-        self.items.len()
+        let anchor = len(0);
+        self.order.clear();
+        self.order.extend(0..self.items.len());
+        self.order
+            .sort_unstable_by_key(|&i| (len(i).abs_diff(anchor), i));
+        let (mut count, mut min, mut max) = (0, anchor, anchor);
+        for &i in &self.order {
+            if count == p.max_batch_size {
+                break;
+            }
+            let (lo, hi) = (min.min(len(i)), max.max(len(i)));
+            // The anchor always goes, even alone over the budget.
+            let fits = i == 0
+                || ((count + 1) * hi <= p.max_batch_tokens && hi - lo <= padding_allowance(hi));
+            if fits {
+                self.chosen[i] = true;
+                (count, min, max) = (count + 1, lo, hi);
+            }
+        }
+        Selection {
+            count,
+            full: count >= p.max_batch_size || (count + 1) * max > p.max_batch_tokens,
+        }
     }
 
-    /// The head batch cannot grow: the next item would not fit, or the size cap is reached.
-    pub fn is_full(&self) -> bool {
-        !self.items.is_empty() && self.head_batch_len() < self.items.len()
-            || self.head_batch_len() >= self.policy.max_batch_size
+    /// The anchor's batch cannot grow: the size cap is reached, or one more message of any
+    /// length would break the token budget.
+    pub fn is_full(&mut self) -> bool {
+        self.select().full
     }
 
     /// When the oldest item's wait runs out.
@@ -90,21 +157,28 @@ impl<T: Tokens> Queue<T> {
         self.items.front().map(|(_, at)| *at + self.policy.max_wait)
     }
 
-    pub fn is_ready(&self, now: Instant) -> bool {
-        self.is_full() || self.deadline().is_some_and(|d| d <= now)
+    pub fn is_ready(&mut self, now: Instant) -> bool {
+        !self.is_empty()
+            && (!self.has_room() || self.deadline().is_some_and(|d| d <= now) || self.is_full())
     }
 
-    /// Takes the head batch.
+    /// Takes the anchor's batch; the rest stay queued in arrival order.
     pub fn cut(&mut self, now: Instant) -> Batch<T> {
-        let n = self.head_batch_len();
+        let n = self.select().count;
         let mut items = Vec::with_capacity(n);
         let mut queue_waits = Vec::with_capacity(n);
         let mut max_len = 0;
-        for (item, at) in self.items.drain(..n) {
-            max_len = max_len.max(item.tokens());
-            queue_waits.push(now.saturating_duration_since(at));
-            items.push(item);
+        let mut all = std::mem::replace(&mut self.items, std::mem::take(&mut self.spare));
+        for (i, (item, at)) in all.drain(..).enumerate() {
+            if self.chosen[i] {
+                max_len = max_len.max(item.tokens());
+                queue_waits.push(now.saturating_duration_since(at));
+                items.push(item);
+            } else {
+                self.items.push_back((item, at));
+            }
         }
+        self.spare = all;
         Batch {
             items,
             max_len,
@@ -121,8 +195,6 @@ pub async fn run<T: Tokens + Send>(
     output: mpsc::Sender<Batch<T>>,
 ) {
     let mut queue = Queue::new(policy);
-    // Room for the batch being filled plus the next one; beyond that, upstream waits.
-    let capacity = policy.max_batch_size * 2;
     let mut closed = false;
     loop {
         let now = Instant::now();
@@ -134,7 +206,7 @@ pub async fn run<T: Tokens + Send>(
                 Ok(permit) => permit.send(queue.cut(Instant::now())),
                 Err(_) => return, // the model stage is gone: shutting down
             },
-            item = input.recv(), if !closed && queue.len() < capacity => match item {
+            item = input.recv(), if !closed && queue.has_room() => match item {
                 Some(item) => queue.push(item, Instant::now()),
                 None => closed = true,
             },
@@ -190,17 +262,54 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn cuts_at_padded_token_budget() {
-        // 4 × 30 = 120 > 100: the padded cost, not the sum (10+10+10+30 = 60), decides.
+    async fn cuts_at_padded_token_budget_without_waiting() {
+        // 4 × 30 = 120 > 100: the padded cost decides.
         let (in_tx, in_rx) = mpsc::channel(16);
         let (out_tx, mut out_rx) = mpsc::channel(1);
         tokio::spawn(run(policy(10, 100, 50), in_rx, out_tx));
-        for (i, t) in [10, 10, 10, 30].into_iter().enumerate() {
+        let start = Instant::now();
+        for (i, t) in [30, 28, 30, 30].into_iter().enumerate() {
             in_tx.send(Item(i, t)).await.unwrap();
         }
         let batch = out_rx.recv().await.unwrap();
         assert_eq!(ids(&batch), vec![0, 1, 2]);
-        assert_eq!(batch.padded_tokens(), 30);
+        assert_eq!(batch.padded_tokens(), 90);
+        assert_eq!(Instant::now(), start, "a full batch goes out at once");
+    }
+
+    #[test]
+    fn groups_similar_lengths_to_cut_padding() {
+        // Arrival order alternates short and long: FIFO batches of 4 would pad everything to
+        // 100 (800 padded tokens for 440 real ones).
+        let mut q = Queue::new(policy(4, 10_000, 5));
+        let now = Instant::now();
+        for (i, t) in [10, 100, 12, 95, 9, 100, 10, 98].into_iter().enumerate() {
+            q.push(Item(i, t), now);
+        }
+        let overdue = now + Duration::from_millis(5);
+        let short = q.cut(overdue);
+        assert_eq!(ids(&short), vec![0, 2, 4, 6]);
+        let long = q.cut(overdue);
+        assert_eq!(ids(&long), vec![1, 3, 5, 7]);
+        assert_eq!(
+            short.padded_tokens() + long.padded_tokens(),
+            4 * 12 + 4 * 100
+        );
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn padding_stays_within_a_quarter_of_the_longest() {
+        let mut q = Queue::new(policy(64, 10_000, 5));
+        let now = Instant::now();
+        for (i, t) in [40, 52, 31, 29, 50].into_iter().enumerate() {
+            q.push(Item(i, t), now);
+        }
+        // Nearest to 40 first: 31 (pad 9 ≤ 10), 29 (pad 11 > 10: no), 50 (pad 19 > 12: no) …
+        assert_eq!(ids(&q.cut(now)), vec![0, 2]);
+        // … they form the next batches.
+        assert_eq!(ids(&q.cut(now)), vec![1, 4]);
+        assert_eq!(ids(&q.cut(now)), vec![3]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -223,6 +332,67 @@ mod tests {
             batch.queue_waits,
             vec![Duration::from_millis(5), Duration::from_millis(3)]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lone_long_message_leaves_at_its_deadline() {
+        let (in_tx, in_rx) = mpsc::channel(16);
+        let (out_tx, mut out_rx) = mpsc::channel(1);
+        tokio::spawn(run(policy(4, 1000, 5), in_rx, out_tx));
+        let start = Instant::now();
+        in_tx.send(Item(0, 120)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // Short messages keep arriving and fill batches of their own …
+        for i in 1..=4 {
+            in_tx.send(Item(i, 10)).await.unwrap();
+        }
+        // … but the long one is the oldest: it goes first, alone, at its deadline.
+        let batch = out_rx.recv().await.unwrap();
+        assert_eq!(ids(&batch), vec![0]);
+        assert_eq!(Instant::now() - start, Duration::from_millis(5));
+        let batch = out_rx.recv().await.unwrap();
+        assert_eq!(ids(&batch), vec![1, 2, 3, 4]);
+        assert_eq!(Instant::now() - start, Duration::from_millis(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_message_is_lost_duplicated_or_kept_past_max_wait() {
+        let (in_tx, in_rx) = mpsc::channel(8);
+        let (out_tx, mut out_rx) = mpsc::channel(1);
+        let max_wait = Duration::from_millis(3);
+        tokio::spawn(run(policy(16, 640, 3), in_rx, out_tx));
+        tokio::spawn(async move {
+            let mut x: u64 = 7;
+            for i in 0..2000 {
+                // A long-tailed 5–128 token mix arriving in bursts.
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (x >> 33) as usize;
+                let t = if r.is_multiple_of(10) {
+                    60 + r % 69
+                } else {
+                    5 + r % 40
+                };
+                in_tx.send(Item(i, t)).await.unwrap();
+                if r.is_multiple_of(7) {
+                    tokio::time::sleep(Duration::from_micros((r % 5000) as u64)).await;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        while let Some(batch) = out_rx.recv().await {
+            assert!(batch.items.len() <= 16);
+            assert!(batch.items.len() == 1 || batch.padded_tokens() <= 640);
+            assert!(
+                batch.queue_waits.iter().all(|w| *w <= max_wait),
+                "the model keeps up, so nobody waits past max_wait: {:?}",
+                batch.queue_waits
+            );
+            seen.extend(ids(&batch));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..2000).collect::<Vec<_>>());
     }
 
     #[tokio::test(start_paused = true)]
@@ -254,7 +424,7 @@ mod tests {
         tokio::spawn(run(policy(2, 1000, 1000), in_rx, out_tx));
         // Output holds 1 batch, queue holds 2 × 2, input channel 1: the 8th send must wait.
         for i in 0..7 {
-            in_tx.send(Item(i, 1)).await.unwrap();
+            in_tx.send(Item(i, 1 + i % 3)).await.unwrap();
         }
         let blocked =
             tokio::time::timeout(Duration::from_millis(5000), in_tx.send(Item(7, 1))).await;
@@ -267,10 +437,11 @@ mod tests {
         while let Some(batch) = out_rx.recv().await {
             seen.extend(ids(&batch));
         }
+        seen.sort_unstable();
         assert_eq!(
             seen,
             (0..7).collect::<Vec<_>>(),
-            "everything queued is flushed in order"
+            "everything queued is flushed"
         );
     }
 

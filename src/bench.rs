@@ -1,6 +1,7 @@
 //! bench: `moodstream bench` — synthetic messages through decode → tokenize → batch → infer →
-//! reply drafting in process (no Kafka), compared with the model stage alone on the same
-//! input, with a per-stage breakdown. Numbers for notes come from here, never from tests.
+//! reply drafting in process (no Kafka), compared with the model stage alone on the same input
+//! in the same batches, with a per-stage breakdown and padding efficiency. Numbers for notes
+//! come from here, never from tests.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use prometheus::Histogram;
 use prometheus::core::Metric;
 
+use crate::batcher::{BatchPolicy, Queue};
 use crate::config::{BenchConfig, Format};
 use crate::decode::{Decoder, Limits};
 use crate::demo::{Rng, realistic_texts, synthetic};
@@ -60,6 +62,34 @@ fn mean(h: &Histogram) -> f64 {
     h.get_sample_sum() / (h.get_sample_count().max(1) as f64)
 }
 
+/// The batches the pipeline's batcher forms when the model is the bottleneck: its queue is
+/// full at every cut and every anchor is overdue.
+fn saturated_batches(policy: BatchPolicy, encs: &[Encoded]) -> Vec<Vec<&Encoded>> {
+    let mut queue = Queue::new(policy);
+    let queued_at = tokio::time::Instant::now();
+    let overdue = queued_at + policy.max_wait;
+    let mut input = encs.iter();
+    let mut batches = Vec::new();
+    loop {
+        while queue.has_room() {
+            match input.next() {
+                Some(enc) => queue.push(enc, queued_at),
+                None => break,
+            }
+        }
+        if queue.is_empty() {
+            return batches;
+        }
+        batches.push(queue.cut(overdue).items);
+    }
+}
+
+/// Exact quantile `q` of `sorted`.
+fn exact_quantile(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
 pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
     let msgs = messages(&cfg);
     let payloads: Vec<Vec<u8>> = msgs
@@ -67,7 +97,8 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         .map(serde_json::to_vec)
         .collect::<Result<_, _>>()?;
 
-    // 1. The model stage alone: pre-tokenized, FIFO batches of max size, one thread.
+    // 1. The model stage alone: pre-tokenized, the same batches the pipeline's batcher forms
+    //    under load, one thread.
     let model_cfg = cfg.model.clone();
     let mut model = tokio::task::spawn_blocking(move || Model::load(&model_cfg)).await??;
     let encs: Vec<Encoded> = msgs
@@ -75,14 +106,23 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         .map(|m| model.tokenizer.encode(&m.text))
         .collect::<Result<_, _>>()?;
     let tokens: usize = encs.iter().map(Encoded::len).sum();
-    let warm: Vec<&Encoded> = encs.iter().take(cfg.model.max_batch_size).collect();
-    model.engine.infer(&warm)?;
+    let batches = saturated_batches(cfg.model.batch_policy(), &encs);
+    let padded: usize = batches
+        .iter()
+        .map(|b| b.len() * b.iter().map(|e| e.len()).max().unwrap_or(0))
+        .sum();
+    if let Some(warm) = batches.first() {
+        model.engine.infer(warm)?;
+    }
+    let mut latencies = Vec::with_capacity(batches.len());
     let start = Instant::now();
-    for chunk in encs.chunks(cfg.model.max_batch_size) {
-        let batch: Vec<&Encoded> = chunk.iter().collect();
-        model.engine.infer(&batch)?;
+    for batch in &batches {
+        let t = Instant::now();
+        model.engine.infer(batch)?;
+        latencies.push(t.elapsed());
     }
     let model_only = start.elapsed();
+    latencies.sort_unstable();
     let provider = model.engine.provider();
     drop(model);
 
@@ -160,8 +200,12 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         cfg.model.tokenizer_threads()
     );
     println!(
-        "  model stage alone (FIFO batches of {}): {model_rate:.0} messages/s",
-        cfg.model.max_batch_size
+        "  model stage alone (same batches as the pipeline: {} batches, mean size {:.1}, padding efficiency {:.1} %): {model_rate:.0} messages/s, batch latency p50 {:.2} ms, p99 {:.2} ms",
+        batches.len(),
+        n as f64 / batches.len() as f64,
+        tokens as f64 * 100.0 / padded as f64,
+        exact_quantile(&latencies, 0.5).as_secs_f64() * 1e3,
+        exact_quantile(&latencies, 0.99).as_secs_f64() * 1e3,
     );
     println!(
         "  full pipeline (decode→tokenize→batch→infer{}): {pipe_rate:.0} messages/s, {drafts} drafts",
@@ -172,13 +216,14 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         (1.0 - pipe_rate / model_rate) * 100.0
     );
     println!(
-        "  batches: {} mean size {:.1}, mean padded tokens {:.0}",
+        "  pipeline batches: {} mean size {:.1}, mean padded tokens {:.0}, padding efficiency {:.1} % (real / padded tokens)",
         m.batch_size.get_sample_count(),
         mean(&m.batch_size),
-        mean(&m.batch_tokens)
+        mean(&m.batch_tokens),
+        tokens as f64 * 100.0 / m.batch_tokens.get_sample_sum()
     );
     println!(
-        "  batch inference latency: mean {:.2} ms, p50 ≤ {:.2} ms, p99 ≤ {:.2} ms (histogram bucket bounds)",
+        "  pipeline batch latency: mean {:.2} ms, p50 ≤ {:.2} ms, p99 ≤ {:.2} ms (histogram bucket bounds)",
         mean(&m.inference_seconds) * 1e3,
         quantile(&m.inference_seconds, 0.5) * 1e3,
         quantile(&m.inference_seconds, 0.99) * 1e3

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::batcher::BatchPolicy;
 use crate::escalation::EscalationConfig;
 
 /// Applies an optional config file before the command line is parsed: `--config FILE` (or
@@ -155,6 +156,14 @@ pub struct ModelConfig {
 impl ModelConfig {
     pub fn max_wait(&self) -> Duration {
         Duration::from_micros(self.max_wait_us)
+    }
+
+    pub fn batch_policy(&self) -> BatchPolicy {
+        BatchPolicy {
+            max_batch_size: self.max_batch_size,
+            max_batch_tokens: self.max_batch_tokens,
+            max_wait: self.max_wait(),
+        }
     }
 
     pub fn variant(&self) -> ModelVariant {

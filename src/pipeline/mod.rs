@@ -22,7 +22,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
-use crate::batcher::{self, BatchPolicy, Tokens};
+use crate::batcher::{self, Tokens};
 use crate::config::ModelConfig;
 use crate::message::CustomerMessage;
 use crate::model::{Encoded, Model, Scored};
@@ -56,6 +56,12 @@ pub struct Job {
 pub struct Tokenized {
     pub job: Job,
     pub enc: Encoded,
+}
+
+impl Tokens for Encoded {
+    fn tokens(&self) -> usize {
+        self.len()
+    }
 }
 
 impl Tokens for Tokenized {
@@ -152,12 +158,7 @@ pub fn spawn(
         tok_tx,
         classified_tx.clone(),
     );
-    let policy = BatchPolicy {
-        max_batch_size: cfg.max_batch_size,
-        max_batch_tokens: cfg.max_batch_tokens,
-        max_wait: cfg.max_wait(),
-    };
-    tokio::spawn(batcher::run(policy, tok_rx, batch_tx));
+    tokio::spawn(batcher::run(cfg.batch_policy(), tok_rx, batch_tx));
     infer::spawn_model(engine, scorer, batch_rx, classified_tx.clone());
     tokio::spawn(post::run(enricher, classified_rx, processed_tx));
     (

@@ -8,16 +8,14 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::sync::Mutex;
 
 use common::*;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// One fault test at a time (each has its own runtime; tokio's mutex works across them).
+static SERIAL: Mutex<()> = Mutex::const_new(());
 
 fn scale() -> usize {
     std::env::var("MOODSTREAM_FAULT_SCALE")
@@ -142,13 +140,13 @@ async fn kill9_and_restart(name: &str, extra: &[&str]) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill9_at_least_once_loses_nothing_and_duplicates_only_uncommitted() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     kill9_and_restart("kill9", &["--commit-interval-ms", "200"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill9_exactly_once_yields_each_output_exactly_once() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let txn_id = unique("eos");
     let extra = [
         "--exactly-once",
@@ -166,7 +164,7 @@ async fn kill9_exactly_once_yields_each_output_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exactly_once_replies_and_dead_letters_appear_once_across_kill9() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let topics = TestTopics::create("eos-all", 1, 3).await;
     let input = &topics.inputs[0];
     let n = 900 * scale();
@@ -215,7 +213,7 @@ async fn exactly_once_replies_and_dead_letters_appear_once_across_kill9() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_restart_mid_stream_recovers_without_a_worker_restart() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let topics = TestTopics::create("broker", 1, 3).await;
     let input = &topics.inputs[0];
     let n = 1500 * scale();
@@ -241,7 +239,7 @@ async fn broker_restart_mid_stream_recovers_without_a_worker_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_stop_and_start_neither_stalls_nor_loses() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let topics = TestTopics::create("redis", 1, 3).await;
     let input = &topics.inputs[0];
     let group = unique("redis-group");
@@ -274,7 +272,7 @@ async fn redis_stop_and_start_neither_stalls_nor_loses() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rebalance_storm_loses_nothing_and_never_commits_ahead_of_outputs() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let topics = TestTopics::create("storm", 1, 6).await;
     let input = topics.inputs[0].clone();
     let group = unique("storm-group");
@@ -341,7 +339,7 @@ async fn rebalance_storm_loses_nothing_and_never_commits_ahead_of_outputs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn producer_backpressure_stalls_cleanly_and_drops_nothing() {
-    let _serial = serial();
+    let _serial = SERIAL.lock().await;
     let topics = TestTopics::create("backpressure", 1, 3).await;
     let input = &topics.inputs[0];
     let n = 1000 * scale();

@@ -74,8 +74,7 @@ impl ConsumerContext for SourceContext {
         }
         if !consumer.assignment_lost() && !self.exactly_once {
             store(consumer, &self.tracker.committable(&revoked));
-            let result = consumer.commit_consumer_state(CommitMode::Sync);
-            record_commit(&result);
+            commit_now(consumer, "revoke");
         }
         self.tracker.forget(&revoked);
     }
@@ -109,6 +108,19 @@ impl ConsumerContext for SourceContext {
         }
         record_commit(&result);
     }
+}
+
+/// A synchronous commit of the stored offsets (revoke, shutdown). A failure is not fatal
+/// (every stored offset's outputs are delivered); the records after the last successful
+/// commit are reprocessed by the next owner.
+fn commit_now(consumer: &KafkaConsumer, when: &str) {
+    let result = consumer.commit_consumer_state(CommitMode::Sync);
+    if let Err(e) = &result
+        && e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::NoOffset)
+    {
+        tracing::warn!(error = %e, when, "offset commit failed; records since the last commit will be reprocessed");
+    }
+    record_commit(&result);
 }
 
 fn record_commit(result: &KafkaResult<()>) {
@@ -214,13 +226,14 @@ pub fn spawn(source: Source) -> JoinHandle<()> {
                 seqs: HashMap::new(),
                 topics: HashMap::new(),
             };
+            let mut errors = ErrorLog::default();
             while !stop.load(Ordering::Relaxed) {
                 if !tracker.wait_below(max_in_flight, Duration::from_millis(100)) {
                     continue; // backpressure: the pipeline is full
                 }
                 match consumer.poll(Duration::from_millis(100)) {
                     None => {}
-                    Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                    Some(Err(e)) => errors.report(&e),
                     Some(Ok(record)) if !poller.dispatch(&record, &inlet) => break, // the pipeline is gone
                     Some(Ok(_)) => {}
                 }
@@ -239,12 +252,38 @@ pub fn spawn(source: Source) -> JoinHandle<()> {
                 );
             }
             if !exactly_once {
-                record_commit(&consumer.commit_consumer_state(CommitMode::Sync));
+                commit_now(&consumer, "shutdown");
             }
             consumer.unsubscribe();
             tracing::info!("consumer stopped");
         })
         .expect("spawning the source thread")
+}
+
+/// Consumer errors repeat on every poll while a broker is down (librdkafka retries by
+/// itself): log a new error at once, a repeat at most every 10 s, with the count.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<(String, Instant, u64)>,
+}
+
+impl ErrorLog {
+    fn report(&mut self, e: &rdkafka::error::KafkaError) {
+        let text = e.to_string();
+        match &mut self.last {
+            Some((last, since, repeats)) if *last == text => {
+                *repeats += 1;
+                if since.elapsed() >= Duration::from_secs(10) {
+                    tracing::warn!(error = %text, repeats = *repeats, "consumer error (repeating)");
+                    (*since, *repeats) = (Instant::now(), 0);
+                }
+            }
+            _ => {
+                tracing::warn!(error = %text, "consumer error");
+                self.last = Some((text, Instant::now(), 0));
+            }
+        }
+    }
 }
 
 struct Poller {

@@ -228,13 +228,30 @@ async fn broker_restart_mid_stream_recovers_without_a_worker_restart() {
     stack(&["start", "kafka"]);
 
     wait_for_results(&topics, &ids(&msgs));
+    // The restart may have cost the group its session: the worker rejoins and reprocesses
+    // from the committed offsets; it must get every partition committed to its end by itself.
+    wait_until_committed(&group, input);
     assert!(
         worker.child.try_wait().expect("wait").is_none(),
         "the worker rode out the broker restart"
     );
     assert!(worker.terminate().success());
-    let (committed, ends) = committed_and_end(&group, input);
-    assert_eq!(committed, ends);
+}
+
+/// Waits (safety-net timeout) until `group` has committed `topic` to its end offsets.
+fn wait_until_committed(group: &str, topic: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (committed, ends) = committed_and_end(group, topic);
+        if committed == ends {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "committed {committed:?}, ends {ends:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

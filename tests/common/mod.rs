@@ -422,3 +422,48 @@ pub async fn delete_topic(name: &str) {
 pub fn wait_for_exit(worker: &mut Worker, timeout: Duration) -> std::process::ExitStatus {
     wait_exit(&mut worker.child, timeout)
 }
+
+impl Worker {
+    /// [`Worker::start`] with the worker's stderr going to `stderr` (e.g. a file, to search its
+    /// log for panics afterwards).
+    pub fn start_with_stderr(
+        group: &str,
+        topics: &TestTopics,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> Worker {
+        let http = format!("127.0.0.1:{}", free_port());
+        let reply_config = write_reply_config(&topics.reply_prefix);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_moodstream"));
+        cmd.current_dir(repo())
+            .arg("run")
+            .args(["--brokers", &brokers(), "--group", group])
+            .args(["--topics", &topics.inputs.join(",")])
+            .args([
+                "--output-topic",
+                &topics.emotions,
+                "--escalation-topic",
+                &topics.escalations,
+            ])
+            .args(["--http-addr", &http, "--execution-provider", "cpu"])
+            .args(["--intra-threads", "1", "--tokenizer-threads", "1"])
+            .args(["--reply-config", reply_config.to_str().unwrap()])
+            .args(["--redis-url", &redis_url()])
+            .args([
+                "--log-format",
+                "text",
+                "--drain-timeout-ms",
+                "15000",
+                "--session-timeout-ms",
+                "20000",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        Worker {
+            child: cmd.spawn().expect("spawn moodstream"),
+            http,
+        }
+    }
+}

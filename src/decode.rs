@@ -71,7 +71,16 @@ impl Decoder {
     pub fn new(limits: Limits, registry: Arc<SchemaRegistry>) -> Decoder {
         let reader_schema = Arc::new(contract(contracts::CUSTOMER_MESSAGE));
         // A hostile length prefix must not make apache-avro allocate more than a record can hold.
-        apache_avro::util::max_allocation_bytes(limits.max_message_bytes.max(1024));
+        // The limit also caps a decoded array or map, whose entries take 1–2 bytes on the wire
+        // but a whole `Value` (and key) in memory: without the factor, a valid 200-byte record
+        // with 60 metadata entries would be dead-lettered.
+        let per_wire_byte = std::mem::size_of::<(String, apache_avro::types::Value)>();
+        apache_avro::util::max_allocation_bytes(
+            limits
+                .max_message_bytes
+                .saturating_mul(per_wire_byte)
+                .max(1024),
+        );
         Decoder {
             limits,
             registry,
@@ -200,6 +209,9 @@ fn validate(msg: CustomerMessage, limits: Limits) -> Result<CustomerMessage, Dec
     }
     Ok(msg)
 }
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

@@ -291,3 +291,75 @@ proptest! {
         }
     }
 }
+
+/// Customer-controlled text an attacker or a broken client would send: template code whose
+/// output differs from its source (`xkqz`, `lplplp`, `123456790` appear only if executed),
+/// control, bidi and zero-width characters, empty and 100k-character strings.
+fn hostile_fragment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(r#"{{ "xk" ~ "qz" }}"#.to_string()),
+        Just("{% for i in range(3) %}lp{% endfor %}".to_string()),
+        Just("{{ 123456789 + 1 }}".to_string()),
+        Just("{% include 'x' %}{% import 'y' as z %}{% extends 'w' %}".to_string()),
+        Just("{{ range(1000000000)|list }}".to_string()),
+        Just("{% raw %}{{ customer_name }}{% endraw %}".to_string()),
+        Just("{{ self }}{{ loop }}{{ namespace() }}".to_string()),
+        Just("{# comment #}{{-".to_string()),
+        Just("{{{{".to_string()),
+        Just("}}}}%}%}#}".to_string()),
+        "[\u{0}-\u{1f}\u{7f}\u{85}]{1,12}",
+        "[a-z\u{200b}-\u{200f}\u{202a}-\u{202e}\u{2066}-\u{2069}\u{feff}]{1,16}",
+        Just("\u{202e}redro ym si erehw".to_string()),
+        Just(String::new()),
+        Just(" ".repeat(64)),
+        Just("a".repeat(100_000)),
+        Just("{{".repeat(50_000)),
+        Just("退款 order #A1234 ".repeat(6_000)),
+        fragment(),
+    ]
+}
+
+fn hostile_text() -> impl Strategy<Value = String> {
+    prop::collection::vec(hostile_fragment(), 0..4).prop_map(|parts| parts.concat())
+}
+
+prop_compose! {
+    fn hostile_message()(
+        msg in message(),
+        channel in prop_oneof![channel(), hostile_text()],
+        text in hostile_text(),
+        subject in prop::option::of(hostile_text()),
+        customer_name in prop::option::of(hostile_text()),
+        language in prop::option::of(hostile_text()),
+        tenant_id in prop::option::of(hostile_text()),
+        order_id in hostile_text(),
+    ) -> CustomerMessage {
+        let mut metadata = msg.metadata.clone();
+        metadata.insert("order_id".into(), order_id);
+        CustomerMessage {
+            channel, text, subject, customer_name, language, tenant_id, metadata, ..msg
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn hostile_customer_input_is_never_executed_as_template_code(
+        msg in hostile_message(), result in emotion_result(), trend in trend(),
+    ) {
+        let draft = drafter().draft(&msg, &result, trend.as_ref(), 0);
+        let texts = visible_texts(&draft);
+        prop_assert!(texts.iter().any(|t| !t.trim().is_empty()), "empty draft");
+        for text in texts {
+            prop_assert!(!contains_placeholder(text), "placeholder in {text:?}");
+            for executed in ["xkqz", "lplplp", "123456790"] {
+                prop_assert!(!text.contains(executed), "template code ran: {text:?}");
+            }
+            // A 100k-character input does not make a 100k-character draft.
+            prop_assert!(text.chars().count() <= 5_000, "{} characters", text.chars().count());
+        }
+        prop_assert!(!draft.template_id.is_empty());
+    }
+}

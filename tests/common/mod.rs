@@ -309,6 +309,16 @@ fn free_port() -> u16 {
 impl Worker {
     /// Starts the real binary against the local broker. `extra` are more CLI flags.
     pub fn start(group: &str, topics: &TestTopics, extra: &[&str]) -> Worker {
+        Worker::start_with_stderr(group, topics, extra, Stdio::inherit())
+    }
+
+    /// As `start`, with the worker's stderr (its logs) sent to `stderr`.
+    pub fn start_with_stderr(
+        group: &str,
+        topics: &TestTopics,
+        extra: &[&str],
+        stderr: Stdio,
+    ) -> Worker {
         let http = format!("127.0.0.1:{}", free_port());
         let reply_config = write_reply_config(&topics.reply_prefix);
         // MOODSTREAM_TEST_BIN: run a copy of the binary (checkouts sharing one target dir
@@ -341,7 +351,7 @@ impl Worker {
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         Worker {
             child: cmd.spawn().expect("spawn moodstream"),
             http,

@@ -5,6 +5,10 @@
 # percentiles (consume to last output acknowledged; in drain mode that includes queueing
 # behind the backlog, bounded by --max-in-flight).
 #
+# Then it reads the topic back and runs `moodstream bench --input` on those same messages (with
+# the model and batching flags among the worker flags) for the model stage's own batched
+# throughput, and prints the Kafka pipeline's overhead against it.
+#
 #   scripts/bench-kafka.sh [N=5000] [extra worker flags...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -28,9 +32,16 @@ metric() { metrics 2>/dev/null | awk -v m="$1" '$1 ~ "^"m {s+=$2} END {print s+0
 worker=$!
 trap 'kill -TERM $worker 2>/dev/null; wait $worker 2>/dev/null' EXIT
 until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do sleep 0.05; done
+# CPU seconds (user + system) of a process, to show where the machine's cores went.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+run_dir=${MOODSTREAM_RUN_DIR:-$MOODSTREAM_CACHE/run}
+broker=$(<"$run_dir/kafka.pid")
+redis=$(<"$run_dir/redis.pid")
+cpu0=("$(cpu_s "$worker")" "$(cpu_s "$broker")" "$(cpu_s "$redis")")
 start=$(date +%s.%N)
 until [[ $(metric moodstream_messages_consumed_total) -ge $n && $(metric moodstream_in_flight_messages) -eq 0 ]]; do sleep 0.05; done
 end=$(date +%s.%N)
+cpu1=("$(cpu_s "$worker")" "$(cpu_s "$broker")" "$(cpu_s "$redis")")
 metrics >"${TMPDIR:-/tmp}/$topic.metrics"
 python3 - "$n" "$start" "$end" "${TMPDIR:-/tmp}/$topic.metrics" <<'PY'
 import re, sys
@@ -51,4 +62,33 @@ for name in ["tokenize", "queue_wait", "inference"]:
     print(f"  {name:<11} mean {mean*1e3:8.2f} ms  p50 ≤ {p50*1e3:8.2f} ms  p99 ≤ {p99*1e3:8.2f} ms  ({int(c)} samples)")
 c, mean, _, _ = hist("moodstream_batch_size")
 print(f"  batches: {int(c)}, mean size {mean:.1f}")
+PY
+
+# The model alone on the same input: the topic's messages as JSON lines, the worker's model flags.
+model_flags=()
+while (($#)); do
+  case $1 in
+    --intra-threads | --tokenizer-threads | --max-batch-size | --max-batch-tokens | --max-wait-us | \
+      --max-seq-len | --execution-provider | --model-dir | --model-variant | --cuda-device-id)
+      model_flags+=("$1" "${2:?$1 needs a value}")
+      shift 2
+      ;;
+    *) shift ;;
+  esac
+done
+input=${TMPDIR:-/tmp}/$topic.jsonl
+deploy/local/kafka.sh kafka-console-consumer --bootstrap-server "$MOODSTREAM_BROKERS" --topic "$topic" \
+  --from-beginning --max-messages "$n" --timeout-ms 30000 >"$input" 2>/dev/null
+model_rate=$("$bin" bench --input "$input" "${model_flags[@]}" 2>/dev/null |
+  sed -n 's/.*model stage alone.*: \([0-9.]*\) messages\/s.*/\1/p')
+python3 - "$n" "$start" "$end" "$model_rate" "${cpu0[@]}" "${cpu1[@]}" "$(nproc)" <<'PY'
+import sys
+n, start, end, model = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+w0, b0, r0, w1, b1, r1 = map(float, sys.argv[5:11])
+secs, cores = end - start, int(sys.argv[11])
+kafka = n / secs
+print(f"CPU during the drain ({cores} cores × {secs:.1f} s = {cores * secs:.1f} core-s): "
+      f"worker {w1 - w0:.1f} core-s, Kafka broker {b1 - b0:.1f} core-s, Redis {r1 - r0:.1f} core-s")
+print(f"model stage alone on the same {n} messages (moodstream bench --input): {model:.0f} messages/s; "
+      f"Kafka pipeline overhead: {100 * (1 - kafka / model):.1f} %")
 PY

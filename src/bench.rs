@@ -1,11 +1,12 @@
-//! bench: `moodstream bench` — synthetic messages through decode → tokenize → batch → infer →
-//! reply drafting in process (no Kafka), compared with the model stage alone on the same input
-//! in the same batches, with a per-stage breakdown and padding efficiency. Numbers for notes
-//! come from here, never from tests.
+//! bench: `moodstream bench` — synthetic messages (or `--input` JSON lines) through decode →
+//! tokenize → batch → infer → reply drafting in process (no Kafka), compared with the model
+//! stage alone on the same input in the same batches, with a per-stage breakdown and padding
+//! efficiency. Numbers for notes come from here, never from tests.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use anyhow::Context;
 use prometheus::Histogram;
 use prometheus::core::Metric;
 
@@ -26,7 +27,22 @@ const WORDS: &[&str] = &[
     "order", "refund", "please", "help", "late", "package", "account", "thanks", "still", "waiting",
 ];
 
-fn messages(cfg: &BenchConfig) -> Vec<CustomerMessage> {
+fn messages(cfg: &BenchConfig) -> anyhow::Result<Vec<CustomerMessage>> {
+    if let Some(path) = &cfg.input {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let msgs: Vec<CustomerMessage> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}", path.display(), i + 1))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        anyhow::ensure!(!msgs.is_empty(), "{} holds no messages", path.display());
+        return Ok(msgs);
+    }
     let mut rng = Rng::new(cfg.seed);
     let texts = match cfg.fixed_tokens {
         // [CLS] + words + [SEP]
@@ -40,11 +56,11 @@ fn messages(cfg: &BenchConfig) -> Vec<CustomerMessage> {
             .collect(),
         None => realistic_texts(&mut rng, cfg.messages),
     };
-    texts
+    Ok(texts
         .into_iter()
         .enumerate()
         .map(|(i, t)| synthetic(&mut rng, i, t))
-        .collect()
+        .collect())
 }
 
 /// The upper bound of the histogram bucket holding quantile `q` (an upper estimate).
@@ -91,7 +107,7 @@ fn exact_quantile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
-    let msgs = messages(&cfg);
+    let msgs = messages(&cfg)?;
     let payloads: Vec<Vec<u8>> = msgs
         .iter()
         .map(serde_json::to_vec)
@@ -237,4 +253,41 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         mean(&reply) * 1e6,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn bench_config(args: &[&str]) -> BenchConfig {
+        let mut argv = vec!["moodstream", "bench"];
+        argv.extend_from_slice(args);
+        match crate::config::Cli::try_parse_from(argv)
+            .expect("parses")
+            .command
+        {
+            crate::config::Command::Bench(cfg) => cfg,
+            other => panic!("unexpected command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn input_file_replaces_synthetic_messages_and_names_a_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        let mut rng = Rng::new(1);
+        let lines: Vec<String> = (0..3)
+            .map(|i| serde_json::to_string(&synthetic(&mut rng, i, format!("text {i}"))).unwrap())
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n\n").unwrap();
+        let cfg = bench_config(&["--input", path.to_str().unwrap(), "--messages", "99"]);
+        let msgs = messages(&cfg).expect("reads the file");
+        assert_eq!(msgs.len(), 3, "--messages is ignored with --input");
+        assert_eq!(msgs[2].text, "text 2");
+
+        std::fs::write(&path, format!("{}\nnot json\n", lines[0])).unwrap();
+        let err = format!("{:#}", messages(&cfg).unwrap_err());
+        assert!(err.contains("line 2"), "{err}");
+    }
 }

@@ -472,6 +472,10 @@ pub struct BenchConfig {
     /// Messages to push through the pipeline.
     #[arg(long, default_value_t = 20_000)]
     pub messages: usize,
+    /// JSON lines of customer messages to use instead of synthetic ones (e.g. a topic's
+    /// content, to compare with a Kafka run on the same input); `--messages` is then ignored.
+    #[arg(long, conflicts_with = "fixed_tokens")]
+    pub input: Option<PathBuf>,
     /// Fixed token count per message (e.g. 24); when absent, a realistic 5–120 token mix.
     #[arg(long)]
     pub fixed_tokens: Option<usize>,
@@ -534,6 +538,24 @@ mod tests {
             Command::Run(cfg) => *cfg,
             other => panic!("unexpected command {other:?}"),
         }
+    }
+
+    #[test]
+    fn transactional_id_only_in_exactly_once_mode_and_explicit_wins() {
+        assert_eq!(run_config(&[]).transactional_id(), None);
+        let default = run_config(&["--exactly-once", "--group", "g1"])
+            .transactional_id()
+            .expect("exactly-once has an id");
+        assert!(default.starts_with("moodstream-g1-"), "{default}");
+        assert!(default.len() > "moodstream-g1-".len(), "names the host");
+        let explicit = run_config(&["--exactly-once", "--transactional-id", "pod-3"]);
+        assert_eq!(explicit.transactional_id().as_deref(), Some("pod-3"));
+    }
+
+    #[test]
+    fn later_flags_override_earlier_ones() {
+        let cfg = run_config(&["--drain-timeout-ms", "1000", "--drain-timeout-ms", "2000"]);
+        assert_eq!(cfg.drain_timeout_ms, 2000);
     }
 
     #[test]

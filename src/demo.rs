@@ -374,7 +374,9 @@ async fn produce_steady(
     Ok(sent)
 }
 
-/// Prefixes the ids with the run tag, so runs never share escalation state.
+/// Prefixes the ids and the tenant with the run tag, so runs never share escalation state
+/// (surge windows are per tenant and channel: an earlier soak's traffic would otherwise be the
+/// next demo's baseline).
 fn tag(msg: &mut CustomerMessage, run_tag: &str) {
     for id in [
         &mut msg.message_id,
@@ -382,6 +384,9 @@ fn tag(msg: &mut CustomerMessage, run_tag: &str) {
         &mut msg.customer_id,
     ] {
         *id = format!("{run_tag}-{id}");
+    }
+    if let Some(tenant) = &mut msg.tenant_id {
+        *tenant = format!("{run_tag}-{tenant}");
     }
 }
 

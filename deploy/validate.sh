@@ -229,6 +229,10 @@ render_and_validate gpu+keda "$CHART/values-gpu.yaml" "$CHART/ci/keda-servicemon
   "expect:kind: ScaledObject" "expect:              nvidia.com/gpu: 1"
 
 tpl() { "$HELM" template moodstream "$CHART" --kube-version "$K8S_VERSION" "$@"; }
+exactly_once_env() { tpl "$@" | grep -m1 -F 'MOODSTREAM_EXACTLY_ONCE: "true"'; }
+check "kafka.exactlyOnce=true sets MOODSTREAM_EXACTLY_ONCE" exactly_once_env --set kafka.exactlyOnce=true
+no_exactly_once_env() { ! tpl | grep -q MOODSTREAM_EXACTLY_ONCE && echo "MOODSTREAM_EXACTLY_ONCE not set"; }
+check "at-least-once by default (no MOODSTREAM_EXACTLY_ONCE)" no_exactly_once_env
 check "rejects grace period too close to the drain timeout" \
   expect_failure "must exceed drainTimeoutMs" tpl --set terminationGracePeriodSeconds=21
 check "rejects drain timeout >= session timeout" \

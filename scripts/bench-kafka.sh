@@ -9,11 +9,17 @@
 # the model and batching flags among the worker flags) for the model stage's own batched
 # throughput, and prints the Kafka pipeline's overhead against it.
 #
-#   scripts/bench-kafka.sh [N=5000] [extra worker flags...]
+# It also splits the machine's CPU over the drain: the worker (and, by thread, ONNX Runtime's
+# intra-op threads `ort` + `model`, the async runtime, librdkafka), the broker and Redis.
+# BENCH_NO_REDIS=1 runs the worker without Redis (escalation windows in memory, one replica's
+# view) to show what the shared escalation state costs.
+#
+#   [BENCH_NO_REDIS=1] scripts/bench-kafka.sh [N=5000] [extra worker flags...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source-path=SCRIPTDIR source=env.sh
 . scripts/env.sh
+if [[ ${BENCH_NO_REDIS:-} == 1 ]]; then unset MOODSTREAM_REDIS_URL; fi
 n=${1:-5000}
 shift || true
 port=${BENCH_HTTP_PORT:-8099}
@@ -38,10 +44,14 @@ run_dir=${MOODSTREAM_RUN_DIR:-$MOODSTREAM_CACHE/run}
 broker=$(<"$run_dir/kafka.pid")
 redis=$(<"$run_dir/redis.pid")
 cpu0=("$(cpu_s "$worker")" "$(cpu_s "$broker")" "$(cpu_s "$redis")")
+# Per-thread CPU ticks of the worker ("tid name ticks"), to split the worker's share by thread.
+threads() { for t in /proc/"$1"/task/*; do echo "${t##*/} $(tr ' ' _ <"$t/comm") $(awk '{print $14 + $15}' "$t/stat")"; done 2>/dev/null; }
+threads "$worker" >"${TMPDIR:-/tmp}/$topic.threads0"
 start=$(date +%s.%N)
 until [[ $(metric moodstream_messages_consumed_total) -ge $n && $(metric moodstream_in_flight_messages) -eq 0 ]]; do sleep 0.05; done
 end=$(date +%s.%N)
 cpu1=("$(cpu_s "$worker")" "$(cpu_s "$broker")" "$(cpu_s "$redis")")
+threads "$worker" >"${TMPDIR:-/tmp}/$topic.threads1"
 metrics >"${TMPDIR:-/tmp}/$topic.metrics"
 python3 - "$n" "$start" "$end" "${TMPDIR:-/tmp}/$topic.metrics" <<'PY'
 import re, sys
@@ -81,14 +91,28 @@ deploy/local/kafka.sh kafka-console-consumer --bootstrap-server "$MOODSTREAM_BRO
   --from-beginning --max-messages "$n" --timeout-ms 30000 >"$input" 2>/dev/null
 model_rate=$("$bin" bench --input "$input" "${model_flags[@]}" 2>/dev/null |
   sed -n 's/.*model stage alone.*: \([0-9.]*\) messages\/s.*/\1/p')
-python3 - "$n" "$start" "$end" "$model_rate" "${cpu0[@]}" "${cpu1[@]}" "$(nproc)" <<'PY'
+python3 - "$n" "$start" "$end" "$model_rate" "${cpu0[@]}" "${cpu1[@]}" "$(nproc)" \
+  "${TMPDIR:-/tmp}/$topic.threads0" "${TMPDIR:-/tmp}/$topic.threads1" "$(getconf CLK_TCK)" <<'PY'
 import sys
 n, start, end, model = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 w0, b0, r0, w1, b1, r1 = map(float, sys.argv[5:11])
 secs, cores = end - start, int(sys.argv[11])
+threads0, threads1, hz = sys.argv[12], sys.argv[13], int(sys.argv[14])
 kafka = n / secs
 print(f"CPU during the drain ({cores} cores × {secs:.1f} s = {cores * secs:.1f} core-s): "
       f"worker {w1 - w0:.1f} core-s, Kafka broker {b1 - b0:.1f} core-s, Redis {r1 - r0:.1f} core-s")
+ticks = {}
+for line in open(threads0):
+    tid, name, t = line.split()
+    ticks[tid] = (name, -int(t))
+by_name = {}
+for line in open(threads1):
+    tid, name, t = line.split()
+    used = int(t) + ticks.get(tid, (name, 0))[1]
+    group = name.rstrip("0123456789-")
+    by_name[group] = by_name.get(group, 0) + used / hz
+print("  worker threads: " + ", ".join(f"{name} {s:.1f}" for name, s in
+      sorted(by_name.items(), key=lambda kv: -kv[1]) if s >= 0.05) + " (core-s)")
 print(f"model stage alone on the same {n} messages (moodstream bench --input): {model:.0f} messages/s; "
       f"Kafka pipeline overhead: {100 * (1 - kafka / model):.1f} %")
 PY

@@ -69,7 +69,21 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Loads the session on a thread named `ort`: ONNX Runtime's intra-op pool threads are created
+    /// with the session and inherit that name, so `top -H` and the benchmarks' per-thread CPU
+    /// breakdown tell them apart from the async runtime's threads.
     pub fn load(cfg: &ModelConfig, onnx: &Path) -> Result<Engine, ModelError> {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("ort".into())
+                .spawn_scoped(scope, || Engine::load_here(cfg, onnx))
+                .map_err(|e| ModelError::Runtime(format!("cannot start a thread: {e}")))?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn load_here(cfg: &ModelConfig, onnx: &Path) -> Result<Engine, ModelError> {
         let env = environment(cfg.ort_dylib_path.as_deref())?;
         let (session, provider) = match cfg.execution_provider {
             ExecutionProvider::Cpu => (commit(cpu_builder(env, cfg)?, onnx)?, ActiveProvider::Cpu),

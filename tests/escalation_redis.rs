@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moodstream::escalation::testkit::{
-    ANGRIER_CONVERSATION, burst_start, message, result, surge_replay,
+    ANGRIER_CONVERSATION, burst_start, interleaved_turns, message, result, surge_replay,
 };
 use moodstream::escalation::{
     Clock, EscalationConfig, EscalationEvent, EscalationKind, Escalator, ManualClock, Observation,
@@ -322,4 +322,56 @@ async fn redis_outage_degrades_promptly_and_shared_mode_resumes_after_restart() 
     assert!(other.events.is_empty());
     assert_eq!(other.trend.turns, 2);
     assert!(a.stats().redis_recoveries_total >= 1);
+}
+
+/// The worker observes what arrived together (a model batch) in one round: one Redis round
+/// trip for all the windows. A round must observe what its messages observe one by one.
+#[tokio::test]
+async fn a_round_in_one_round_trip_observes_what_its_messages_observe_one_by_one() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let traffic = interleaved_turns(T0);
+    for round in [4, traffic.len()] {
+        let at_round_end = |chunk: &[(CustomerMessage, EmotionResult)]| {
+            chunk.iter().map(|(m, _)| m.sent_at).max().unwrap_or(T0)
+        };
+        let single_cfg = config(&url);
+        let clock = Arc::new(ManualClock::new(T0));
+        let single = Escalator::new(&single_cfg, clock.clone()).await;
+        let mut one_by_one = Vec::new();
+        for chunk in traffic.chunks(round) {
+            clock.set_ms(at_round_end(chunk));
+            for (msg, res) in chunk {
+                one_by_one.push(observe(&single, msg, res).await);
+            }
+        }
+        assert!(one_by_one.iter().filter(|o| !o.events.is_empty()).count() >= 3);
+
+        let batched_cfg = config(&url);
+        let clock = Arc::new(ManualClock::new(T0));
+        let batched = Escalator::new(&batched_cfg, clock.clone()).await;
+        let mut observed = Vec::new();
+        for chunk in traffic.chunks(round) {
+            clock.set_ms(at_round_end(chunk));
+            let items: Vec<_> = chunk.iter().map(|(m, r)| (m, r)).collect();
+            let round_trip = batched.observe_batch(&items);
+            observed.extend(
+                tokio::time::timeout(OBSERVE_LIMIT, round_trip)
+                    .await
+                    .expect("observe_batch returns promptly"),
+            );
+        }
+        assert_eq!(observed, one_by_one, "rounds of {round}");
+        assert!(
+            observed
+                .iter()
+                .all(|o| o.events.iter().all(|e| !e.degraded))
+        );
+        for (escalator, cfg) in [(&single, &single_cfg), (&batched, &batched_cfg)] {
+            assert_eq!(escalator.stats().redis_failures_total, 0);
+            forget(&url, cfg).await;
+        }
+    }
 }

@@ -5,8 +5,9 @@
 //! per-replica in-memory windows and events are marked `degraded`; a background probe returns
 //! to shared mode when Redis answers again. See the README, "Escalation events".
 //!
-//! `observe` never fails and never blocks longer than the Redis timeout (twice when it also
-//! claims a cooldown); after one failure it stops calling Redis until the probe succeeds.
+//! `observe_batch` never fails; it records a round of messages in one Redis call and claims
+//! cooldowns in one more per message with a detection, each bounded by the Redis timeout;
+//! after one failure it stops calling Redis until the probe succeeds.
 
 mod clock;
 mod config;
@@ -20,6 +21,7 @@ mod surge;
 pub mod testkit;
 mod trend;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -120,23 +122,49 @@ impl Escalator {
         Escalator { inner }
     }
 
-    /// Observes one classified message (in per-partition input order). Never fails: on Redis
-    /// errors or timeouts it falls back to this replica's in-memory windows and marks the
-    /// events degraded.
+    /// Observes one classified message (in per-partition input order); `observe_batch` of one.
     pub async fn observe(&self, msg: &CustomerMessage, result: &EmotionResult) -> Observation {
+        self.observe_batch(&[(msg, result)])
+            .await
+            .pop()
+            .expect("one observation per message")
+    }
+
+    /// Observes classified messages in per-partition input order, one observation per message.
+    /// Never fails: on Redis errors or timeouts it falls back to this replica's in-memory
+    /// windows and marks the events degraded.
+    ///
+    /// All the messages' windows are written and read in one Redis round trip, in order, so
+    /// each message sees the ones before it. Cooldowns are then claimed message by message.
+    /// The windows do not depend on claims, and a detection made before an earlier message's
+    /// claim was visible is settled by the claim itself (the cooldown holds it back or upgrades
+    /// it), so a round gives the same observations as its messages one by one.
+    pub async fn observe_batch(
+        &self,
+        items: &[(&CustomerMessage, &EmotionResult)],
+    ) -> Vec<Observation> {
         let inner = &*self.inner;
         let cfg = &inner.cfg;
-        let rec = Record::new(cfg, msg, result, inner.clock.now_ms());
-        inner.counters.messages.fetch_add(1, Ordering::Relaxed);
-        if rec.late {
-            inner.counters.late.fetch_add(1, Ordering::Relaxed);
-        }
+        let now_ms = inner.clock.now_ms();
+        let recs: Vec<Record> = items
+            .iter()
+            .map(|(msg, result)| Record::new(cfg, msg, result, now_ms))
+            .collect();
+        let late = recs.iter().filter(|rec| rec.late).count() as u64;
+        inner
+            .counters
+            .messages
+            .fetch_add(recs.len() as u64, Ordering::Relaxed);
+        inner.counters.late.fetch_add(late, Ordering::Relaxed);
 
         // Always written, so a failover starts from warm windows.
-        let local = inner.memory.record(cfg, &rec);
+        let local: Vec<Snapshot> = recs
+            .iter()
+            .map(|rec| inner.memory.record(cfg, rec))
+            .collect();
         let shared = match inner.shared() {
-            Some(redis) => match redis.record(cfg, &rec).await {
-                Ok(snapshot) => Some(snapshot),
+            Some(redis) => match redis.record(cfg, &recs).await {
+                Ok(snapshots) => Some(snapshots),
                 Err(error) => {
                     inner.fail(&error);
                     None
@@ -145,72 +173,22 @@ impl Escalator {
             None => None,
         };
         let mut degraded = inner.cfg.redis_url.is_some() && shared.is_none();
-        let snapshot = shared.unwrap_or(local);
-
-        let (mut trend, detections) = detect(cfg, &rec, &snapshot);
-        trend.escalated = snapshot.conversation_cooldown.is_some()
-            || detections
-                .iter()
-                .any(|d| d.kind == EscalationKind::ConversationTrend);
-        if detections.is_empty() {
-            return Observation {
-                events: Vec::new(),
-                trend,
-            };
-        }
-
-        let token = hash_id(&[&msg.message_id]);
-        let claims: Vec<Claim> = detections
-            .iter()
-            .map(|d| Claim {
-                key: rec.keys.cooldown(d.kind),
-                severity: d.severity,
-                token: token.clone(),
-                ttl_secs: cooldown_secs(cfg, d.kind),
-            })
-            .collect();
-        let local_outcomes = inner.memory.claim(&claims, rec.now_ms);
-        let outcomes = match (degraded, &inner.redis) {
-            (false, Some(redis)) => match redis.claim(&claims).await {
-                Ok(outcomes) => outcomes,
-                Err(error) => {
-                    inner.fail(&error);
-                    degraded = true;
-                    local_outcomes
-                }
-            },
-            _ => local_outcomes,
-        };
-
-        let mut events = Vec::new();
-        for (detection, outcome) in detections.into_iter().zip(outcomes) {
-            if !outcome.publishes() {
-                inner.counters.suppressed.fetch_add(1, Ordering::Relaxed);
-                continue;
+        let snapshots = shared.unwrap_or(local);
+        let mut observations = Vec::with_capacity(items.len());
+        let mut escalated: HashSet<&str> = HashSet::new();
+        for ((msg, _), (rec, snapshot)) in items.iter().zip(recs.iter().zip(&snapshots)) {
+            let mut observation = inner.decide(msg, rec, snapshot, &mut degraded).await;
+            // A conversation escalated earlier in the round holds its trend cooldown now (the
+            // claim opened it or found it open), as the later turns would have read one by one.
+            let conversation = rec.keys.conversation.as_str();
+            if observation.trend.escalated {
+                escalated.insert(conversation);
+            } else if escalated.contains(conversation) {
+                observation.trend.escalated = true;
             }
-            let fields = scope_fields(&rec, msg, detection.kind);
-            let event = detection.into_event(fields, &msg.message_id, rec.now_ms, degraded);
-            tracing::info!(
-                escalation_id = %event.escalation_id,
-                kind = event.kind.as_str(),
-                severity = event.severity.as_str(),
-                degraded,
-                ?outcome,
-                "escalation raised"
-            );
-            events.push(event);
+            observations.push(observation);
         }
-        inner
-            .counters
-            .events
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        if degraded {
-            inner
-                .counters
-                .degraded_events
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
-        }
-        Observation { events, trend }
+        observations
     }
 
     /// Redis is configured but unavailable: events come from per-replica windows.
@@ -235,6 +213,80 @@ impl Escalator {
 }
 
 impl Inner {
+    /// Runs the detectors on one message's windows and claims the cooldowns of what they
+    /// found. A failed claim makes this and the rest of the round `degraded`.
+    async fn decide(
+        &self,
+        msg: &CustomerMessage,
+        rec: &Record,
+        snapshot: &Snapshot,
+        degraded: &mut bool,
+    ) -> Observation {
+        let cfg = &self.cfg;
+        let (mut trend, detections) = detect(cfg, rec, snapshot);
+        trend.escalated = snapshot.conversation_cooldown.is_some()
+            || detections
+                .iter()
+                .any(|d| d.kind == EscalationKind::ConversationTrend);
+        if detections.is_empty() {
+            return Observation {
+                events: Vec::new(),
+                trend,
+            };
+        }
+
+        let token = hash_id(&[&msg.message_id]);
+        let claims: Vec<Claim> = detections
+            .iter()
+            .map(|d| Claim {
+                key: rec.keys.cooldown(d.kind),
+                severity: d.severity,
+                token: token.clone(),
+                ttl_secs: cooldown_secs(cfg, d.kind),
+            })
+            .collect();
+        let local_outcomes = self.memory.claim(&claims, rec.now_ms);
+        let outcomes = match (*degraded, &self.redis) {
+            (false, Some(redis)) => match redis.claim(&claims).await {
+                Ok(outcomes) => outcomes,
+                Err(error) => {
+                    self.fail(&error);
+                    *degraded = true;
+                    local_outcomes
+                }
+            },
+            _ => local_outcomes,
+        };
+
+        let mut events = Vec::new();
+        for (detection, outcome) in detections.into_iter().zip(outcomes) {
+            if !outcome.publishes() {
+                self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let fields = scope_fields(rec, msg, detection.kind);
+            let event = detection.into_event(fields, &msg.message_id, rec.now_ms, *degraded);
+            tracing::info!(
+                escalation_id = %event.escalation_id,
+                kind = event.kind.as_str(),
+                severity = event.severity.as_str(),
+                degraded = *degraded,
+                ?outcome,
+                "escalation raised"
+            );
+            events.push(event);
+        }
+        self.counters
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        if *degraded {
+            self.counters
+                .degraded_events
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+        }
+        Observation { events, trend }
+    }
+
     /// Redis, unless unset or known to be unavailable.
     fn shared(&self) -> Option<&RedisStore> {
         self.redis
@@ -443,6 +495,44 @@ pub(crate) mod tests {
         let later = converse(&escalator, &clock, "conv-b", &[anger]).await;
         assert_eq!(later[0].events.len(), 1);
         assert_eq!(escalator.stats().suppressed_total, 3);
+    }
+
+    /// Observes `traffic` in rounds of `round` messages, the clock at each round's last message.
+    async fn in_rounds(
+        escalator: &Escalator,
+        clock: &ManualClock,
+        traffic: &[(CustomerMessage, EmotionResult)],
+        round: usize,
+    ) -> Vec<Observation> {
+        let mut out = Vec::new();
+        for chunk in traffic.chunks(round) {
+            clock.set_ms(chunk.iter().map(|(m, _)| m.sent_at).max().unwrap_or(T0));
+            let items: Vec<_> = chunk.iter().map(|(m, r)| (m, r)).collect();
+            out.extend(escalator.observe_batch(&items).await);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_round_observes_what_its_messages_observe_one_by_one() {
+        let traffic = testkit::interleaved_turns(T0);
+        for round in [4, traffic.len()] {
+            // One by one, the clock as in rounds: at each round's last message.
+            let (single, clock) = in_memory(EscalationConfig::default()).await;
+            let mut one_by_one = Vec::new();
+            for chunk in traffic.chunks(round) {
+                clock.set_ms(chunk.iter().map(|(m, _)| m.sent_at).max().unwrap_or(T0));
+                for (msg, res) in chunk {
+                    one_by_one.push(single.observe(msg, res).await);
+                }
+            }
+            let events = one_by_one.iter().filter(|o| !o.events.is_empty()).count();
+            assert!(events >= 3, "the traffic escalates: {one_by_one:#?}");
+
+            let (batched, clock) = in_memory(EscalationConfig::default()).await;
+            let observed = in_rounds(&batched, &clock, &traffic, round).await;
+            assert_eq!(observed, one_by_one, "rounds of {round}");
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
-//! Escalation state in Redis, shared by all replicas (layout in `store.rs`). Each call is one
-//! Lua script, so it is atomic and costs one round trip; every call is bounded by the Redis
-//! timeout. The connection manager reconnects on its own; the caller decides what a failure
+//! Escalation state in Redis, shared by all replicas (layout in `store.rs`). Each message's
+//! record is one Lua script, so it is atomic; a round of messages costs one round trip (a
+//! pipeline), a round's claims one more; every call is bounded by the Redis timeout. The connection manager reconnects on its own; the caller decides what a failure
 //! means (degraded mode).
 
 use std::future::Future;
@@ -210,42 +210,70 @@ impl RedisStore {
         }
     }
 
+    /// Records messages (in order) and reads back each one's windows: one pipeline of the
+    /// record script, which Redis runs in order, so each message sees the ones before it, as if
+    /// recorded one by one. Loads the script in the same pipeline (a restarted Redis forgets it).
     pub async fn record(
         &self,
         cfg: &EscalationConfig,
-        rec: &Record,
-    ) -> Result<Snapshot, StoreError> {
-        let mut invocation = self.record_script.prepare_invoke();
-        invocation
-            .key(&rec.keys.conversation)
-            .key(rec.keys.cooldown(EscalationKind::ConversationTrend))
-            .key(&rec.keys.customer)
-            .key(&rec.keys.surge_prefix)
-            .arg(encode_turn(&rec.turn))
-            .arg(format!("\t{}", rec.turn.message_id))
-            .arg(cfg.trend_max_turns)
-            .arg(cfg.trend_ttl_secs)
-            .arg(u8::from(rec.negative))
-            .arg(encode_contact_member(
-                &rec.keys.conversation_hash,
-                &rec.turn.message_id,
-            ))
-            .arg(rec.event_ms)
-            .arg(rec.repeat_cutoff_ms(cfg))
-            .arg(cfg.repeat_window_secs)
-            .arg(contact_cap(cfg))
-            .arg(rec.event_bucket)
-            .arg(rec.now_bucket)
-            .arg(cfg.recent_buckets())
-            .arg(cfg.baseline_buckets())
-            .arg(cfg.surge_ttl_secs())
-            .arg(encode_negative(rec.event_ms, &rec.turn.message_id))
-            .arg(cfg.max_trigger_ids);
-        let invocation = &invocation;
-        let reply: RecordReply = self
-            .bounded(|mut con| async move { invocation.invoke_async(&mut con).await })
+        recs: &[Record],
+    ) -> Result<Vec<Snapshot>, StoreError> {
+        if recs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let invocations: Vec<_> = recs
+            .iter()
+            .map(|rec| {
+                let mut invocation = self.record_script.prepare_invoke();
+                invocation
+                    .key(&rec.keys.conversation)
+                    .key(rec.keys.cooldown(EscalationKind::ConversationTrend))
+                    .key(&rec.keys.customer)
+                    .key(&rec.keys.surge_prefix)
+                    .arg(encode_turn(&rec.turn))
+                    .arg(format!("\t{}", rec.turn.message_id))
+                    .arg(cfg.trend_max_turns)
+                    .arg(cfg.trend_ttl_secs)
+                    .arg(u8::from(rec.negative))
+                    .arg(encode_contact_member(
+                        &rec.keys.conversation_hash,
+                        &rec.turn.message_id,
+                    ))
+                    .arg(rec.event_ms)
+                    .arg(rec.repeat_cutoff_ms(cfg))
+                    .arg(cfg.repeat_window_secs)
+                    .arg(contact_cap(cfg))
+                    .arg(rec.event_bucket)
+                    .arg(rec.now_bucket)
+                    .arg(cfg.recent_buckets())
+                    .arg(cfg.baseline_buckets())
+                    .arg(cfg.surge_ttl_secs())
+                    .arg(encode_negative(rec.event_ms, &rec.turn.message_id))
+                    .arg(cfg.max_trigger_ids);
+                invocation
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.record_script).ignore();
+        for invocation in &invocations {
+            pipe.invoke_script(invocation);
+        }
+        let pipe = &pipe;
+        let replies: Vec<RecordReply> = self
+            .bounded(|mut con| async move { pipe.query_async(&mut con).await })
             .await?;
-        parse_record_reply(reply, rec.now_bucket)
+        if replies.len() != recs.len() {
+            return Err(StoreError::Malformed(format!(
+                "{} record results for {} messages",
+                replies.len(),
+                recs.len()
+            )));
+        }
+        replies
+            .into_iter()
+            .zip(recs)
+            .map(|(reply, rec)| parse_record_reply(reply, rec.now_bucket))
+            .collect()
     }
 
     pub async fn claim(&self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>, StoreError> {

@@ -3,7 +3,8 @@
 //! replica, used without Redis or while Redis is unavailable). Both answer the same two calls:
 //!
 //! - `record`: append the message to its conversation window, customer contacts and surge
-//!   bucket, and read back the windows the detectors need (one Redis round trip);
+//!   bucket, and read back the windows the detectors need (one Lua script per message; a
+//!   round of messages is one Redis pipeline, one round trip);
 //! - `claim`: take the cooldown of each detection (one more round trip, only when something
 //!   was detected).
 //!

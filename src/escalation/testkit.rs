@@ -149,3 +149,34 @@ pub fn surge_replay(start_ms: i64, tenant: &str) -> Vec<(CustomerMessage, Emotio
     }
     out
 }
+
+/// Two conversations of one customer, interleaved one turn each, one second apart: the angrier
+/// conversation (a trend warning at its sixth turn) and five angry turns then a calm one (a
+/// warning, a critical upgrade, turns inside the cooldown, repeat contact across the two).
+/// Observed in rounds of four, the calm turn follows an escalated turn of its conversation in
+/// the same round.
+pub fn interleaved_turns(start_ms: i64) -> Vec<(CustomerMessage, EmotionResult)> {
+    let anger = (0.95, Emotion::Anger, 0.95);
+    let calm = (0.05, Emotion::Neutral, 0.9);
+    let anger = [anger, anger, anger, anger, anger, calm];
+    let turns = ANGRIER_CONVERSATION.iter().map(|t| ("conv-angrier", *t));
+    let angry = anger.iter().map(|t| ("conv-angry", *t));
+    let mut out = Vec::new();
+    let (mut turns, mut angry) = (turns.peekable(), angry.peekable());
+    while turns.peek().is_some() || angry.peek().is_some() {
+        for (conversation, (negativity, emotion, confidence)) in
+            turns.next().into_iter().chain(angry.next())
+        {
+            let at = start_ms + 1_000 * (out.len() as i64 + 1);
+            let msg = message(
+                &format!("{conversation}-{}", out.len()),
+                conversation,
+                "cust-1",
+                at,
+            );
+            let res = result(&msg, emotion, negativity, confidence);
+            out.push((msg, res));
+        }
+    }
+    out
+}

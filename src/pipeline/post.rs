@@ -1,6 +1,8 @@
 //! post: puts classified messages back into per-partition input order (batching and parallel
 //! tokenization reorder them), then runs escalation tracking and reply drafting in that
-//! order, so a conversation's trend and its outputs follow the customer's turns.
+//! order, so a conversation's trend and its outputs follow the customer's turns. It works in
+//! rounds (what has arrived, typically one model batch), so escalation costs one Redis round
+//! trip per round rather than per message.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -75,48 +77,80 @@ pub fn emotion_result(
     }
 }
 
+/// A scored message and its published emotion result.
+type Labelled = (Box<CustomerMessage>, EmotionResult);
+
+/// Most messages enriched in one round (one escalation round trip to Redis).
+const MAX_ROUND: usize = 256;
+
 impl Enricher {
-    async fn enrich(&self, c: Classified) -> Processed {
-        let Classified { origin, outcome } = c;
-        let result = match outcome {
-            Outcome::DeadLetter(dl) => Err(dl),
-            Outcome::Scored { msg, scored } => {
-                let emotion = emotion_result(&msg, &scored, &origin, &self.model_version);
-                metrics()
-                    .emotions
-                    .with_label_values(&[scored.primary.as_str()])
-                    .inc();
-                let (escalations, trend) = match &self.escalator {
-                    Some(esc) => {
+    /// Enriches a round of messages, in order: escalation for all of them at once (one Redis
+    /// round trip), then a reply draft for each.
+    async fn enrich(&self, round: Vec<Classified>) -> Vec<Processed> {
+        let round: Vec<(Origin, Result<Labelled, DeadLetter>)> = round
+            .into_iter()
+            .map(|Classified { origin, outcome }| {
+                let result = match outcome {
+                    Outcome::Scored { msg, scored } => {
+                        metrics()
+                            .emotions
+                            .with_label_values(&[scored.primary.as_str()])
+                            .inc();
+                        let emotion = emotion_result(&msg, &scored, &origin, &self.model_version);
+                        Ok((msg, emotion))
+                    }
+                    Outcome::DeadLetter(dl) => Err(dl),
+                };
+                (origin, result)
+            })
+            .collect();
+        let mut observations = match &self.escalator {
+            Some(esc) => {
+                let items: Vec<(&CustomerMessage, &EmotionResult)> = round
+                    .iter()
+                    .filter_map(|(_, r)| r.as_ref().ok().map(|(msg, e)| (&**msg, e)))
+                    .collect();
+                let start = Instant::now();
+                let observations = esc.observe_batch(&items).await;
+                // Each message waited for the whole round trip.
+                let elapsed = start.elapsed().as_secs_f64();
+                let stage = metrics().stage_seconds.with_label_values(&["escalation"]);
+                for _ in 0..observations.len() {
+                    stage.observe(elapsed);
+                }
+                metrics().redis_degraded.set(i64::from(esc.is_degraded()));
+                observations
+            }
+            None => Vec::new(),
+        }
+        .into_iter();
+        round
+            .into_iter()
+            .map(|(origin, result)| {
+                let result = result.map(|(msg, emotion)| {
+                    let (escalations, trend) = match observations.next() {
+                        Some(obs) => (obs.events, Some(obs.trend)),
+                        None => (Vec::new(), None),
+                    };
+                    let draft = self.drafter.as_ref().map(|d| {
                         let start = Instant::now();
-                        let obs = esc.observe(&msg, &emotion).await;
+                        let draft = d.draft(&msg, &emotion, trend.as_ref(), now_ms());
                         metrics()
                             .stage_seconds
-                            .with_label_values(&["escalation"])
+                            .with_label_values(&["reply"])
                             .observe(start.elapsed().as_secs_f64());
-                        metrics().redis_degraded.set(i64::from(esc.is_degraded()));
-                        (obs.events, Some(obs.trend))
+                        draft
+                    });
+                    Enriched {
+                        msg,
+                        emotion,
+                        draft,
+                        escalations,
                     }
-                    None => (Vec::new(), None),
-                };
-                let draft = self.drafter.as_ref().map(|d| {
-                    let start = Instant::now();
-                    let draft = d.draft(&msg, &emotion, trend.as_ref(), now_ms());
-                    metrics()
-                        .stage_seconds
-                        .with_label_values(&["reply"])
-                        .observe(start.elapsed().as_secs_f64());
-                    draft
                 });
-                Ok(Enriched {
-                    msg,
-                    emotion,
-                    draft,
-                    escalations,
-                })
-            }
-        };
-        Processed { origin, result }
+                Processed { origin, result }
+            })
+            .collect()
     }
 }
 
@@ -154,8 +188,15 @@ pub(super) async fn run(
 ) {
     let mut seq = Sequencer::default();
     while let Some(c) = input.recv().await {
-        for c in seq.push(c) {
-            if output.send(enricher.enrich(c).await).await.is_err() {
+        // What else has already arrived (the rest of a model batch) joins the round.
+        let mut round = seq.push(c);
+        while round.len() < MAX_ROUND
+            && let Ok(c) = input.try_recv()
+        {
+            round.extend(seq.push(c));
+        }
+        for processed in enricher.enrich(round).await {
+            if output.send(processed).await.is_err() {
                 return;
             }
         }

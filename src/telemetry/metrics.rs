@@ -172,7 +172,7 @@ impl Metrics {
             stage_seconds: reg!(HistogramVec::new(
                 HistogramOpts::new(
                     "stage_seconds",
-                    "Time per message in the post-model stages."
+                    "Time per message in the post-model stages (escalation: its round's Redis round trip)."
                 )
                 .buckets(latency_buckets()),
                 &["stage"]

@@ -233,6 +233,8 @@ exactly_once_env() { tpl "$@" | grep -m1 -F 'MOODSTREAM_EXACTLY_ONCE: "true"'; }
 check "kafka.exactlyOnce=true sets MOODSTREAM_EXACTLY_ONCE" exactly_once_env --set kafka.exactlyOnce=true
 no_exactly_once_env() { ! tpl | grep -q MOODSTREAM_EXACTLY_ONCE && echo "MOODSTREAM_EXACTLY_ONCE not set"; }
 check "at-least-once by default (no MOODSTREAM_EXACTLY_ONCE)" no_exactly_once_env
+model_sessions_env() { tpl --set threads.modelSessions=2 | grep -m1 -F 'MOODSTREAM_MODEL_SESSIONS: "2"'; }
+check "threads.modelSessions sets MOODSTREAM_MODEL_SESSIONS" model_sessions_env
 check "rejects grace period too close to the drain timeout" \
   expect_failure "must exceed drainTimeoutMs" tpl --set terminationGracePeriodSeconds=21
 check "rejects drain timeout >= session timeout" \

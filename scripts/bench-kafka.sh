@@ -78,7 +78,7 @@ PY
 model_flags=()
 while (($#)); do
   case $1 in
-    --intra-threads | --tokenizer-threads | --max-batch-size | --max-batch-tokens | --max-wait-us | \
+    --intra-threads | --model-sessions | --tokenizer-threads | --max-batch-size | --max-batch-tokens | --max-wait-us | \
       --max-seq-len | --execution-provider | --model-dir | --model-variant | --cuda-device-id)
       model_flags+=("$1" "${2:?$1 needs a value}")
       shift 2

@@ -4,6 +4,7 @@
 //! efficiency. Numbers for notes come from here, never from tests.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
@@ -15,7 +16,7 @@ use crate::config::{BenchConfig, Format};
 use crate::decode::{Decoder, Limits};
 use crate::demo::{Rng, realistic_texts, synthetic};
 use crate::message::CustomerMessage;
-use crate::model::{Encoded, Model};
+use crate::model::{Encoded, Engine, Model, ModelError};
 use crate::pipeline::{self, Enricher, Job, Origin};
 use crate::reply::ReplyDrafter;
 use crate::schema::SchemaRegistry;
@@ -106,6 +107,41 @@ fn exact_quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted.get(i).copied().unwrap_or_default()
 }
 
+/// Runs `batches` on the sessions, one thread each taking the next batch; returns the wall time
+/// and each batch's latency.
+fn infer_all(
+    engines: &mut [Engine],
+    batches: &[Vec<&Encoded>],
+) -> Result<(Duration, Vec<Duration>), ModelError> {
+    let next = AtomicUsize::new(0);
+    let start = Instant::now();
+    let per_session = std::thread::scope(|scope| {
+        let workers: Vec<_> = engines
+            .iter_mut()
+            .map(|engine| {
+                let next = &next;
+                scope.spawn(move || -> Result<Vec<Duration>, ModelError> {
+                    let mut latencies = Vec::new();
+                    while let Some(batch) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let t = Instant::now();
+                        engine.infer(batch)?;
+                        latencies.push(t.elapsed());
+                    }
+                    Ok(latencies)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    Ok((start.elapsed(), per_session.into_iter().flatten().collect()))
+}
+
 pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
     let msgs = messages(&cfg)?;
     let payloads: Vec<Vec<u8>> = msgs
@@ -114,9 +150,9 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
 
     // 1. The model stage alone: pre-tokenized, the same batches the pipeline's batcher forms
-    //    under load, one thread.
+    //    under load, one thread per session taking the next batch (as the model threads do).
     let model_cfg = cfg.model.clone();
-    let mut model = tokio::task::spawn_blocking(move || Model::load(&model_cfg)).await??;
+    let model = tokio::task::spawn_blocking(move || Model::load(&model_cfg)).await??;
     let encs: Vec<Encoded> = msgs
         .iter()
         .map(|m| model.tokenizer.encode(&m.text))
@@ -127,20 +163,16 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         .iter()
         .map(|b| b.len() * b.iter().map(|e| e.len()).max().unwrap_or(0))
         .sum();
+    let provider = model.engines[0].provider();
+    let mut engines = model.engines;
     if let Some(warm) = batches.first() {
-        model.engine.infer(warm)?;
+        for engine in &mut engines {
+            engine.infer(warm)?;
+        }
     }
-    let mut latencies = Vec::with_capacity(batches.len());
-    let start = Instant::now();
-    for batch in &batches {
-        let t = Instant::now();
-        model.engine.infer(batch)?;
-        latencies.push(t.elapsed());
-    }
-    let model_only = start.elapsed();
+    let (model_only, mut latencies) = infer_all(&mut engines, &batches)?;
     latencies.sort_unstable();
-    let provider = model.engine.provider();
-    drop(model);
+    drop(engines);
 
     // 2. The whole in-process pipeline on the same messages.
     let model_cfg = cfg.model.clone();
@@ -208,10 +240,11 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         provider.as_str()
     );
     println!(
-        "  settings: max_batch_size {} max_batch_tokens {} max_wait_us {} intra_threads {} tokenizer_threads {}",
+        "  settings: max_batch_size {} max_batch_tokens {} max_wait_us {} model_sessions {} intra_threads {} tokenizer_threads {}",
         cfg.model.max_batch_size,
         cfg.model.max_batch_tokens,
         cfg.model.max_wait_us,
+        cfg.model.model_sessions,
         cfg.model.intra_threads(),
         cfg.model.tokenizer_threads()
     );

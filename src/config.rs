@@ -132,9 +132,16 @@ pub struct ModelConfig {
     /// CUDA device ordinal.
     #[arg(long, env = "MOODSTREAM_CUDA_DEVICE_ID", default_value_t = 0)]
     pub cuda_device_id: i32,
-    /// ONNX Runtime intra-op threads (CPU provider); 0 = number of cores.
+    /// ONNX Runtime intra-op threads per session (CPU provider); 0 = the cores divided among
+    /// the sessions.
     #[arg(long, env = "MOODSTREAM_INTRA_THREADS", default_value_t = 0)]
     pub intra_threads: usize,
+    /// ONNX Runtime sessions, each on its own model thread taking the next batch as it comes,
+    /// so that many batches are in flight at once (on a GPU, one overlaps another's copies and
+    /// CPU work; on CPU, sessions of fewer threads each synchronise less). Each holds a copy of
+    /// the model.
+    #[arg(long, env = "MOODSTREAM_MODEL_SESSIONS", default_value_t = 1)]
+    pub model_sessions: usize,
     /// Tokenizer threads; 0 = one per core, at most 4.
     #[arg(long, env = "MOODSTREAM_TOKENIZER_THREADS", default_value_t = 0)]
     pub tokenizer_threads: usize,
@@ -182,7 +189,9 @@ impl ModelConfig {
 
     pub fn intra_threads(&self) -> usize {
         match self.intra_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / self.model_sessions.max(1))
+                .max(1),
             n => n,
         }
     }
@@ -426,6 +435,9 @@ impl ModelConfig {
         if self.max_seq_len == 0 {
             return Err(ConfigError::Zero("max seq len"));
         }
+        if self.model_sessions == 0 {
+            return Err(ConfigError::Zero("model sessions"));
+        }
         if self.max_batch_tokens < self.max_seq_len {
             return Err(ConfigError::TokensBelowSeqLen {
                 tokens: self.max_batch_tokens,
@@ -550,6 +562,21 @@ mod tests {
         assert!(default.len() > "moodstream-g1-".len(), "names the host");
         let explicit = run_config(&["--exactly-once", "--transactional-id", "pod-3"]);
         assert_eq!(explicit.transactional_id().as_deref(), Some("pod-3"));
+    }
+
+    #[test]
+    fn model_sessions_share_the_cores_and_must_be_positive() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(run_config(&[]).model.intra_threads(), cores);
+        let two = run_config(&["--model-sessions", "2"]);
+        assert_eq!(two.model.intra_threads(), (cores / 2).max(1));
+        assert_eq!(two.validate(), Ok(()));
+        let explicit = run_config(&["--model-sessions", "2", "--intra-threads", "3"]);
+        assert_eq!(explicit.model.intra_threads(), 3);
+        assert_eq!(
+            run_config(&["--model-sessions", "0"]).validate(),
+            Err(ConfigError::Zero("model sessions"))
+        );
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn shipped_model_matches_python_reference_logits_and_scores() {
         .collect();
     for (case, enc) in fixture.cases.iter().zip(&encs) {
         assert_eq!(enc.ids, case.input_ids, "token ids of {:?}", case.text);
-        let logits = model.engine.infer(&[enc]).expect("infers");
+        let logits = model.engines[0].infer(&[enc]).expect("infers");
         for (got, want) in logits[0].iter().zip(&case.logits) {
             assert!(
                 (got - want).abs() < 1e-3,
@@ -79,7 +79,7 @@ fn shipped_model_matches_python_reference_logits_and_scores() {
     // One padded batch gives the same primary emotion as batch-1 runs. Logits move a little:
     // dynamic int8 quantisation picks activation ranges per batch, so batch-mates matter.
     let refs: Vec<_> = encs.iter().collect();
-    let batched = model.engine.infer(&refs).expect("batch infers");
+    let batched = model.engines[0].infer(&refs).expect("batch infers");
     let mut worst = 0f32;
     for (row, case) in batched.iter().zip(&fixture.cases) {
         for (got, want) in row.iter().zip(&case.logits) {

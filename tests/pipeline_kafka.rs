@@ -67,10 +67,21 @@ async fn processes_mixed_json_and_avro_in_conversation_order_and_commits_end_off
     produce_raw(avro_topic, &avro).await;
 
     let group = unique("order-group");
+    // Three model sessions taking batches of four: batches finish out of input order, and
+    // the post stage's sequencer must restore it.
     let worker = Worker::start(
         &group,
         &topics,
-        &["--topic-formats", &format!("{avro_topic}=avro")],
+        &[
+            "--topic-formats",
+            &format!("{avro_topic}=avro"),
+            "--model-sessions",
+            "3",
+            "--intra-threads",
+            "1",
+            "--max-batch-size",
+            "4",
+        ],
     );
     let out = read_all(&[&topics.emotions], n, Duration::from_secs(180));
     let results = by_topic(&out, &topics.emotions);

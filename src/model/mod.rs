@@ -69,7 +69,8 @@ impl ModelFiles {
 pub struct Model {
     pub tokenizer: Tokenizer,
     pub scorer: Scorer,
-    pub engine: Engine,
+    /// One ONNX Runtime session per `--model-sessions`; never empty.
+    pub engines: Vec<Engine>,
 }
 
 impl Model {
@@ -78,11 +79,13 @@ impl Model {
         let (scorer, spec) = Scorer::load(&files.labels)?;
         let max_len = cfg.max_seq_len.min(spec.max_seq_len.max(8));
         let tokenizer = Tokenizer::load(&files.tokenizer, max_len)?;
-        let engine = Engine::load(cfg, &files.onnx)?;
+        let engines = (0..cfg.model_sessions.max(1))
+            .map(|_| Engine::load(cfg, &files.onnx))
+            .collect::<Result<_, _>>()?;
         Ok(Model {
             tokenizer,
             scorer,
-            engine,
+            engines,
         })
     }
 }

@@ -1,7 +1,7 @@
-//! The blocking stages: tokenizer threads and the model thread. Both talk to the async world
+//! The blocking stages: tokenizer threads and the model threads (one per session). Both talk to the async world
 //! through bounded channels (`blocking_send`/`blocking_recv`), never the other way round.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Instant, SystemTime};
 
@@ -54,56 +54,79 @@ pub(super) fn spawn_tokenizers(
     }
 }
 
-pub(super) fn spawn_model(
-    mut engine: Engine,
-    scorer: Scorer,
-    mut batches: mpsc::Receiver<Batch<Tokenized>>,
-    out: mpsc::Sender<Classified>,
+/// One model thread per session (`model-<i>`), each taking the next batch from the batcher.
+/// Batches finish out of order; the post stage's sequencer restores input order.
+pub(super) fn spawn_models(
+    engines: Vec<Engine>,
+    scorer: &Scorer,
+    batches: mpsc::Receiver<Batch<Tokenized>>,
+    out: &mpsc::Sender<Classified>,
 ) {
-    thread::Builder::new()
-        .name("model".into())
-        .spawn(move || {
-            let m = metrics();
-            while let Some(batch) = batches.blocking_recv() {
-                m.batch_size.observe(batch.items.len() as f64);
-                m.batch_tokens.observe(batch.padded_tokens() as f64);
-                for wait in &batch.queue_waits {
-                    m.queue_wait_seconds.observe(wait.as_secs_f64());
-                }
-                let started = Instant::now();
-                let started_wall = SystemTime::now();
-                let encs: Vec<_> = batch.items.iter().map(|t| &t.enc).collect();
-                let result = engine.infer(&encs);
-                m.inference_seconds.observe(started.elapsed().as_secs_f64());
-                let ended_wall = SystemTime::now();
-                let size = batch.items.len() as i64;
-                for (i, (item, wait)) in batch.items.into_iter().zip(batch.queue_waits).enumerate() {
-                    let Job { origin, msg } = item.job;
-                    origin.trace.stage("batch_wait", started_wall.checked_sub(wait).unwrap_or(started_wall), started_wall, vec![]);
-                    origin.trace.stage(
-                        "inference",
-                        started_wall,
-                        ended_wall,
-                        vec![KeyValue::new("batch.size", size), KeyValue::new("provider", engine.provider().as_str())],
-                    );
-                    let outcome = match &result {
-                        Ok(logits) => Outcome::Scored {
-                            msg: Box::new(msg),
-                            scored: scorer.score(&logits[i]),
-                        },
-                        Err(e) => Outcome::DeadLetter(DeadLetter {
-                            kind: "model_error",
-                            reason: e.to_string(),
-                        }),
-                    };
-                    if out.blocking_send(Classified { origin, outcome }).is_err() {
-                        return;
-                    }
-                }
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, batch = size, "inference failed; batch dead-lettered");
-                }
+    let batches = Arc::new(Mutex::new(batches));
+    for (i, engine) in engines.into_iter().enumerate() {
+        let (scorer, batches, out) = (scorer.clone(), batches.clone(), out.clone());
+        thread::Builder::new()
+            .name(format!("model-{i}"))
+            .spawn(move || run_model(engine, &scorer, &batches, &out))
+            .expect("spawning a model thread");
+    }
+}
+
+fn run_model(
+    mut engine: Engine,
+    scorer: &Scorer,
+    batches: &Mutex<mpsc::Receiver<Batch<Tokenized>>>,
+    out: &mpsc::Sender<Classified>,
+) {
+    let m = metrics();
+    // The lock is held only while waiting for the next batch, never during inference.
+    let next = || batches.lock().ok()?.blocking_recv();
+    while let Some(batch) = next() {
+        m.batch_size.observe(batch.items.len() as f64);
+        m.batch_tokens.observe(batch.padded_tokens() as f64);
+        for wait in &batch.queue_waits {
+            m.queue_wait_seconds.observe(wait.as_secs_f64());
+        }
+        let started = Instant::now();
+        let started_wall = SystemTime::now();
+        let encs: Vec<_> = batch.items.iter().map(|t| &t.enc).collect();
+        let result = engine.infer(&encs);
+        m.inference_seconds.observe(started.elapsed().as_secs_f64());
+        let ended_wall = SystemTime::now();
+        let size = batch.items.len() as i64;
+        for (i, (item, wait)) in batch.items.into_iter().zip(batch.queue_waits).enumerate() {
+            let Job { origin, msg } = item.job;
+            origin.trace.stage(
+                "batch_wait",
+                started_wall.checked_sub(wait).unwrap_or(started_wall),
+                started_wall,
+                vec![],
+            );
+            origin.trace.stage(
+                "inference",
+                started_wall,
+                ended_wall,
+                vec![
+                    KeyValue::new("batch.size", size),
+                    KeyValue::new("provider", engine.provider().as_str()),
+                ],
+            );
+            let outcome = match &result {
+                Ok(logits) => Outcome::Scored {
+                    msg: Box::new(msg),
+                    scored: scorer.score(&logits[i]),
+                },
+                Err(e) => Outcome::DeadLetter(DeadLetter {
+                    kind: "model_error",
+                    reason: e.to_string(),
+                }),
+            };
+            if out.blocking_send(Classified { origin, outcome }).is_err() {
+                return;
             }
-        })
-        .expect("spawning the model thread");
+        }
+        if let Err(e) = &result {
+            tracing::error!(error = %e, batch = size, "inference failed; batch dead-lettered");
+        }
+    }
 }

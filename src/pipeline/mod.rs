@@ -141,9 +141,9 @@ pub fn spawn(
     let Model {
         tokenizer,
         scorer,
-        engine,
+        engines,
     } = model;
-    let provider = engine.provider();
+    let provider = engines[0].provider();
     let cap = cfg.max_batch_size * 2;
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(cap);
     let (tok_tx, tok_rx) = mpsc::channel::<Tokenized>(cap);
@@ -159,7 +159,7 @@ pub fn spawn(
         classified_tx.clone(),
     );
     tokio::spawn(batcher::run(cfg.batch_policy(), tok_rx, batch_tx));
-    infer::spawn_model(engine, scorer, batch_rx, classified_tx.clone());
+    infer::spawn_models(engines, &scorer, batch_rx, &classified_tx);
     tokio::spawn(post::run(enricher, classified_rx, processed_tx));
     (
         Inlet {

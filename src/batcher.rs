@@ -1,4 +1,4 @@
-//! batcher: the dynamic batching queue between tokenization and the model thread. The model
+//! batcher: the dynamic batching queue between tokenization and the model threads. The model
 //! pays for `count × longest` tokens, so a batch groups messages of similar length: the oldest
 //! queued message anchors it and takes the queued messages nearest its length, as long as every
 //! one pads by at most a quarter of the longest (or 8 tokens). A batch is cut when it is full —

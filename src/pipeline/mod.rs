@@ -2,7 +2,7 @@
 //! through them.
 //!
 //! ```text
-//! source ──Job──▶ tokenizer threads ──Tokenized──▶ batcher ──Batch──▶ model thread
+//! source ──Job──▶ tokenizer threads ──Tokenized──▶ batcher ──Batch──▶ model threads
 //!    │                                                                   │
 //!    └──────────────── Classified (dead letters) ──────────────▶ post ◀──┘ Classified
 //!                                                                 │ per-partition input order,
@@ -127,7 +127,7 @@ impl Inlet {
     }
 }
 
-/// Starts the tokenizer threads, batcher, model thread and post stage. Returns the inlet, the
+/// Starts the tokenizer threads, batcher, model threads and post stage. Returns the inlet, the
 /// stream of processed messages in per-partition input order, and the active provider.
 pub fn spawn(
     model: Model,

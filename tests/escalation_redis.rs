@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moodstream::escalation::testkit::{
-    ANGRIER_CONVERSATION, burst_start, interleaved_turns, message, result, surge_replay,
+    ANGRIER_CONVERSATION, burst_start, interleaved_turns, message, observe_in_rounds, result,
+    surge_replay,
 };
 use moodstream::escalation::{
     Clock, EscalationConfig, EscalationEvent, EscalationKind, Escalator, ManualClock, Observation,
@@ -334,35 +335,22 @@ async fn a_round_in_one_round_trip_observes_what_its_messages_observe_one_by_one
     let url = shared_redis().await;
     let traffic = interleaved_turns(T0);
     for round in [4, traffic.len()] {
-        let at_round_end = |chunk: &[(CustomerMessage, EmotionResult)]| {
-            chunk.iter().map(|(m, _)| m.sent_at).max().unwrap_or(T0)
+        let in_rounds = async |escalator: &Escalator, clock: &ManualClock, batched: bool| {
+            let observe = observe_in_rounds(escalator, clock, &traffic, round, batched);
+            tokio::time::timeout(OBSERVE_LIMIT, observe)
+                .await
+                .expect("observing returns promptly")
         };
         let single_cfg = config(&url);
         let clock = Arc::new(ManualClock::new(T0));
         let single = Escalator::new(&single_cfg, clock.clone()).await;
-        let mut one_by_one = Vec::new();
-        for chunk in traffic.chunks(round) {
-            clock.set_ms(at_round_end(chunk));
-            for (msg, res) in chunk {
-                one_by_one.push(observe(&single, msg, res).await);
-            }
-        }
+        let one_by_one = in_rounds(&single, &clock, false).await;
         assert!(one_by_one.iter().filter(|o| !o.events.is_empty()).count() >= 3);
 
         let batched_cfg = config(&url);
         let clock = Arc::new(ManualClock::new(T0));
         let batched = Escalator::new(&batched_cfg, clock.clone()).await;
-        let mut observed = Vec::new();
-        for chunk in traffic.chunks(round) {
-            clock.set_ms(at_round_end(chunk));
-            let items: Vec<_> = chunk.iter().map(|(m, r)| (m, r)).collect();
-            let round_trip = batched.observe_batch(&items);
-            observed.extend(
-                tokio::time::timeout(OBSERVE_LIMIT, round_trip)
-                    .await
-                    .expect("observe_batch returns promptly"),
-            );
-        }
+        let observed = in_rounds(&batched, &clock, true).await;
         assert_eq!(observed, one_by_one, "rounds of {round}");
         assert!(
             observed

@@ -497,40 +497,19 @@ pub(crate) mod tests {
         assert_eq!(escalator.stats().suppressed_total, 3);
     }
 
-    /// Observes `traffic` in rounds of `round` messages, the clock at each round's last message.
-    async fn in_rounds(
-        escalator: &Escalator,
-        clock: &ManualClock,
-        traffic: &[(CustomerMessage, EmotionResult)],
-        round: usize,
-    ) -> Vec<Observation> {
-        let mut out = Vec::new();
-        for chunk in traffic.chunks(round) {
-            clock.set_ms(chunk.iter().map(|(m, _)| m.sent_at).max().unwrap_or(T0));
-            let items: Vec<_> = chunk.iter().map(|(m, r)| (m, r)).collect();
-            out.extend(escalator.observe_batch(&items).await);
-        }
-        out
-    }
-
     #[tokio::test]
     async fn a_round_observes_what_its_messages_observe_one_by_one() {
         let traffic = testkit::interleaved_turns(T0);
         for round in [4, traffic.len()] {
-            // One by one, the clock as in rounds: at each round's last message.
             let (single, clock) = in_memory(EscalationConfig::default()).await;
-            let mut one_by_one = Vec::new();
-            for chunk in traffic.chunks(round) {
-                clock.set_ms(chunk.iter().map(|(m, _)| m.sent_at).max().unwrap_or(T0));
-                for (msg, res) in chunk {
-                    one_by_one.push(single.observe(msg, res).await);
-                }
-            }
+            let one_by_one =
+                testkit::observe_in_rounds(&single, &clock, &traffic, round, false).await;
             let events = one_by_one.iter().filter(|o| !o.events.is_empty()).count();
             assert!(events >= 3, "the traffic escalates: {one_by_one:#?}");
 
             let (batched, clock) = in_memory(EscalationConfig::default()).await;
-            let observed = in_rounds(&batched, &clock, &traffic, round).await;
+            let observed =
+                testkit::observe_in_rounds(&batched, &clock, &traffic, round, true).await;
             assert_eq!(observed, one_by_one, "rounds of {round}");
         }
     }

@@ -1,7 +1,7 @@
 //! Escalation state in Redis, shared by all replicas (layout in `store.rs`). Each message's
 //! record is one Lua script, so it is atomic; a round of messages costs one round trip (a
-//! pipeline), a round's claims one more; every call is bounded by the Redis timeout. The connection manager reconnects on its own; the caller decides what a failure
-//! means (degraded mode).
+//! pipeline), each claim one more; every call is bounded by the Redis timeout. The connection
+//! manager reconnects on its own; the caller decides what a failure means (degraded mode).
 
 use std::future::Future;
 use std::time::Duration;

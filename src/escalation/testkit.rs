@@ -1,9 +1,11 @@
-//! Message builders and a recorded-style surge replay, shared by the unit tests and
-//! `tests/escalation_redis.rs`. Not part of the pipeline.
+//! Message builders, a recorded-style surge replay and a round driver, shared by the unit tests
+//! and `tests/escalation_redis.rs`. Not part of the pipeline.
 
 use std::collections::BTreeMap;
 
 use crate::message::{CustomerMessage, Emotion, EmotionResult};
+
+use super::{Escalator, ManualClock, Observation};
 
 /// Baseline traffic before the burst, ms.
 const BASELINE_MS: i64 = 15 * 60 * 1_000;
@@ -176,6 +178,32 @@ pub fn interleaved_turns(start_ms: i64) -> Vec<(CustomerMessage, EmotionResult)>
             );
             let res = result(&msg, emotion, negativity, confidence);
             out.push((msg, res));
+        }
+    }
+    out
+}
+
+/// Observes `traffic` in rounds of `round` messages, the clock at each round's last message:
+/// each round in one `observe_batch` when `batched`, else message by message (the reference a
+/// round must match).
+pub async fn observe_in_rounds(
+    escalator: &Escalator,
+    clock: &ManualClock,
+    traffic: &[(CustomerMessage, EmotionResult)],
+    round: usize,
+    batched: bool,
+) -> Vec<Observation> {
+    let mut out = Vec::new();
+    for chunk in traffic.chunks(round) {
+        let last = chunk.iter().map(|(m, _)| m.sent_at).max();
+        clock.set_ms(last.expect("chunks are never empty"));
+        if batched {
+            let items: Vec<_> = chunk.iter().map(|(m, r)| (m, r)).collect();
+            out.extend(escalator.observe_batch(&items).await);
+        } else {
+            for (msg, res) in chunk {
+                out.push(escalator.observe(msg, res).await);
+            }
         }
     }
     out

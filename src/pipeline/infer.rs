@@ -1,5 +1,6 @@
-//! The blocking stages: tokenizer threads and the model threads (one per session). Both talk to the async world
-//! through bounded channels (`blocking_send`/`blocking_recv`), never the other way round.
+//! The blocking stages: tokenizer threads and the model threads (one per session). Both talk to
+//! the async world through bounded channels (`blocking_send`/`blocking_recv`), never the other
+//! way round.
 
 use std::sync::{Arc, Mutex};
 use std::thread;

@@ -54,15 +54,12 @@ cpu1=("$(cpu_s "$worker")" "$(cpu_s "$broker")" "$(cpu_s "$redis")")
 threads "$worker" >"${TMPDIR:-/tmp}/$topic.threads1"
 metrics >"${TMPDIR:-/tmp}/$topic.metrics"
 python3 - "$n" "$start" "$end" "${TMPDIR:-/tmp}/$topic.metrics" <<'PY'
-import re, sys
+import sys
+sys.path.insert(0, "scripts")
+from prom_hist import hist as hist_in
 n, start, end, path = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 text = open(path).read()
-def hist(name):
-    buckets = [(float(le), float(v)) for le, v in re.findall(name + r'_bucket\{le="([^"]+)"\} (\S+)', text)]
-    count = float(re.search(name + r'_count (\S+)', text).group(1))
-    total = float(re.search(name + r'_sum (\S+)', text).group(1))
-    q = lambda p: next(le for le, c in buckets if c >= p * count)
-    return count, total / max(count, 1), q(0.5), q(0.99)
+hist = lambda name: hist_in(text, name)
 secs = end - start
 print(f"drained {n} messages in {secs:.2f} s: {n / secs:.0f} messages/s (1 worker, Kafka on loopback)")
 c, mean, p50, p99 = hist("moodstream_end_to_end_seconds")
@@ -101,14 +98,11 @@ threads0, threads1, hz = sys.argv[12], sys.argv[13], int(sys.argv[14])
 kafka = n / secs
 print(f"CPU during the drain ({cores} cores × {secs:.1f} s = {cores * secs:.1f} core-s): "
       f"worker {w1 - w0:.1f} core-s, Kafka broker {b1 - b0:.1f} core-s, Redis {r1 - r0:.1f} core-s")
-ticks = {}
-for line in open(threads0):
-    tid, name, t = line.split()
-    ticks[tid] = (name, -int(t))
+before = {tid: int(t) for tid, _, t in (line.split() for line in open(threads0))}
 by_name = {}
 for line in open(threads1):
     tid, name, t = line.split()
-    used = int(t) + ticks.get(tid, (name, 0))[1]
+    used = int(t) - before.get(tid, 0)
     group = name.rstrip("0123456789-")
     by_name[group] = by_name.get(group, 0) + used / hz
 print("  worker threads: " + ", ".join(f"{name} {s:.1f}" for name, s in

@@ -176,7 +176,9 @@ wait "$worker" || worker_rc=$?
 worker=''
 
 python3 - "$samples" "$rate" "$((warmup * 60))" "$produced" "$processed" "$drain_secs" "$worker_rc" "$outputs" "$dead" "$dir/final.metrics" <<'PY'
-import re, sys
+import sys
+sys.path.insert(0, "scripts")
+from prom_hist import hist
 path, rate, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 produced, processed, drain_secs, worker_rc, outputs, dead = map(int, sys.argv[4:10])
 rows = [tuple(int(x) for x in line.split("\t")) for line in open(path)]
@@ -193,13 +195,9 @@ print()
 print(f"RSS: end of warm-up {mib(warm_rss):.1f} MiB, max after warm-up {mib(max_rss):.1f} MiB ({growth_max:+.1f} %), "
       f"end {mib(end_rss):.1f} MiB ({growth_end:+.1f} %)")
 print(f"lag: max after warm-up {max(lags)}, final {lags[-1]}, trend (2nd half mean - 1st half mean) {trend:+.0f}")
-text = open(sys.argv[10]).read()
-buckets = [(float(le), float(c)) for le, c in re.findall(r'moodstream_end_to_end_seconds_bucket\{le="([^"]+)"\} (\S+)', text)]
-count = float(re.search(r"moodstream_end_to_end_seconds_count (\S+)", text).group(1))
-total = float(re.search(r"moodstream_end_to_end_seconds_sum (\S+)", text).group(1))
-q = lambda p: next(le for le, c in buckets if c >= p * count) * 1e3
-print(f"end-to-end latency at {rate}/s (consume → all outputs acked, whole run): mean {total / max(count, 1) * 1e3:.0f} ms, "
-      f"p50 ≤ {q(0.5):.1f} ms, p99 ≤ {q(0.99):.1f} ms (histogram bucket bounds)")
+_, mean, p50, p99 = hist(open(sys.argv[10]).read(), "moodstream_end_to_end_seconds")
+print(f"end-to-end latency at {rate}/s (consume → all outputs acked, whole run): mean {mean * 1e3:.0f} ms, "
+      f"p50 ≤ {p50 * 1e3:.1f} ms, p99 ≤ {p99 * 1e3:.1f} ms (histogram bucket bounds)")
 print(f"messages: produced {produced}, processed {processed} (caught up {drain_secs} s after the producer stopped), "
       f"emotion outputs {outputs}, dead letters {dead}; worker exit code {worker_rc}")
 failures = []

@@ -164,6 +164,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         .map(|b| b.len() * b.iter().map(|e| e.len()).max().unwrap_or(0))
         .sum();
     let provider = model.engines[0].provider();
+    let model_sessions = model.engines.len();
     let mut engines = model.engines;
     if let Some(warm) = batches.first() {
         for engine in &mut engines {
@@ -244,8 +245,8 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         cfg.model.max_batch_size,
         cfg.model.max_batch_tokens,
         cfg.model.max_wait_us,
-        cfg.model.model_sessions,
-        cfg.model.intra_threads(),
+        model_sessions,
+        cfg.model.intra_threads(provider),
         cfg.model.tokenizer_threads()
     );
     println!(

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::batcher::BatchPolicy;
 use crate::escalation::EscalationConfig;
+use crate::model::ActiveProvider;
 
 /// Applies an optional config file before the command line is parsed: `--config FILE` (or
 /// `MOODSTREAM_CONFIG`), a file of `MOODSTREAM_...=value` lines (`#` comments) — the same names
@@ -116,7 +117,8 @@ pub struct ModelConfig {
         default_value = "models/emotion-minilm"
     )]
     pub model_dir: PathBuf,
-    /// Model file variant; defaults to fp16 when the provider is cuda, else int8.
+    /// Model file variant; defaults to fp16 on CUDA and int8 on CPU. int8 is refused on CUDA (its
+    /// integer matmuls have no CUDA kernels).
     #[arg(long, env = "MOODSTREAM_MODEL_VARIANT")]
     pub model_variant: Option<ModelVariant>,
     /// Path to libonnxruntime.so (scripts/setup-ort.sh prints it).
@@ -132,16 +134,20 @@ pub struct ModelConfig {
     /// CUDA device ordinal.
     #[arg(long, env = "MOODSTREAM_CUDA_DEVICE_ID", default_value_t = 0)]
     pub cuda_device_id: i32,
-    /// ONNX Runtime intra-op threads per session (CPU provider); 0 = the cores divided among
-    /// the sessions.
+    /// ONNX Runtime intra-op threads per session; 0 = on CPU the cores divided among the
+    /// sessions, on CUDA 1 (the GPU does the work; CUDA sessions never spin).
     #[arg(long, env = "MOODSTREAM_INTRA_THREADS", default_value_t = 0)]
     pub intra_threads: usize,
     /// ONNX Runtime sessions, each on its own model thread taking the next batch as it comes,
     /// so that many batches are in flight at once (on a GPU, one overlaps another's copies and
     /// CPU work; on CPU, sessions of fewer threads each synchronise less). Each holds a copy of
-    /// the model.
-    #[arg(long, env = "MOODSTREAM_MODEL_SESSIONS", default_value_t = 1)]
+    /// the model. 0 = 1 on CPU, 2 on CUDA.
+    #[arg(long, env = "MOODSTREAM_MODEL_SESSIONS", default_value_t = 0)]
     pub model_sessions: usize,
+    /// Feed batches through an ONNX Runtime IO binding (on CUDA from page-locked host memory, so
+    /// copies to and from the GPU are direct); default on for CUDA, off for CPU.
+    #[arg(long, env = "MOODSTREAM_IO_BINDING")]
+    pub io_binding: Option<bool>,
     /// Tokenizer threads; 0 = one per core, at most 4.
     #[arg(long, env = "MOODSTREAM_TOKENIZER_THREADS", default_value_t = 0)]
     pub tokenizer_threads: usize,
@@ -173,11 +179,17 @@ impl ModelConfig {
         }
     }
 
-    pub fn variant(&self) -> ModelVariant {
-        self.model_variant.unwrap_or(match self.execution_provider {
-            ExecutionProvider::Cuda => ModelVariant::Fp16,
-            _ => ModelVariant::Int8,
-        })
+    /// Sessions for the provider the model runs on (`--model-sessions`, 0 = auto).
+    pub fn model_sessions(&self, provider: ActiveProvider) -> usize {
+        match (self.model_sessions, provider) {
+            (0, ActiveProvider::Cuda) => 2,
+            (0, ActiveProvider::Cpu) => 1,
+            (n, _) => n,
+        }
+    }
+
+    pub fn io_binding(&self, provider: ActiveProvider) -> bool {
+        self.io_binding.unwrap_or(provider == ActiveProvider::Cuda)
     }
 
     pub fn tokenizer_threads(&self) -> usize {
@@ -187,12 +199,13 @@ impl ModelConfig {
         }
     }
 
-    pub fn intra_threads(&self) -> usize {
-        match self.intra_threads {
-            0 => std::thread::available_parallelism()
-                .map_or(1, |n| n.get() / self.model_sessions.max(1))
+    pub fn intra_threads(&self, provider: ActiveProvider) -> usize {
+        match (self.intra_threads, provider) {
+            (0, ActiveProvider::Cuda) => 1,
+            (0, ActiveProvider::Cpu) => std::thread::available_parallelism()
+                .map_or(1, |n| n.get() / self.model_sessions(provider))
                 .max(1),
-            n => n,
+            (n, _) => n,
         }
     }
 }
@@ -435,9 +448,6 @@ impl ModelConfig {
         if self.max_seq_len == 0 {
             return Err(ConfigError::Zero("max seq len"));
         }
-        if self.model_sessions == 0 {
-            return Err(ConfigError::Zero("model sessions"));
-        }
         if self.max_batch_tokens < self.max_seq_len {
             return Err(ConfigError::TokensBelowSeqLen {
                 tokens: self.max_batch_tokens,
@@ -565,18 +575,29 @@ mod tests {
     }
 
     #[test]
-    fn model_sessions_share_the_cores_and_must_be_positive() {
+    fn sessions_and_threads_default_per_provider() {
+        use ActiveProvider::{Cpu, Cuda};
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(run_config(&[]).model.intra_threads(), cores);
-        let two = run_config(&["--model-sessions", "2"]);
-        assert_eq!(two.model.intra_threads(), (cores / 2).max(1));
-        assert_eq!(two.validate(), Ok(()));
-        let explicit = run_config(&["--model-sessions", "2", "--intra-threads", "3"]);
-        assert_eq!(explicit.model.intra_threads(), 3);
+        let auto = run_config(&[]).model;
         assert_eq!(
-            run_config(&["--model-sessions", "0"]).validate(),
-            Err(ConfigError::Zero("model sessions"))
+            (auto.model_sessions(Cpu), auto.intra_threads(Cpu)),
+            (1, cores)
         );
+        // CUDA: two sessions so one batch's copies overlap the other's kernels, one thread each.
+        assert_eq!(
+            (auto.model_sessions(Cuda), auto.intra_threads(Cuda)),
+            (2, 1)
+        );
+        assert!(auto.io_binding(Cuda) && !auto.io_binding(Cpu));
+        let two = run_config(&["--model-sessions", "2"]).model;
+        assert_eq!(two.intra_threads(Cpu), (cores / 2).max(1));
+        let explicit = run_config(&["--model-sessions", "3", "--intra-threads", "3"]).model;
+        assert_eq!(
+            (explicit.model_sessions(Cuda), explicit.intra_threads(Cuda)),
+            (3, 3)
+        );
+        let off = run_config(&["--io-binding", "false"]).model;
+        assert!(!off.io_binding(Cuda));
     }
 
     #[test]

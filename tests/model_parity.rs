@@ -26,9 +26,13 @@ struct Case {
 }
 
 fn model() -> Model {
+    model_with(&[])
+}
+
+fn model_with(extra: &[&str]) -> Model {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = repo.join("models/emotion-minilm");
-    let args = [
+    let mut args = vec![
         "moodstream",
         "classify",
         "--model-dir",
@@ -38,6 +42,7 @@ fn model() -> Model {
         "--intra-threads",
         "1",
     ];
+    args.extend_from_slice(extra);
     let Command::Classify(cfg) = Cli::parse_from(args).command else {
         unreachable!()
     };
@@ -97,4 +102,31 @@ fn shipped_model_matches_python_reference_logits_and_scores() {
         "batched logits drift {worst} from batch-1 reference"
     );
     eprintln!("largest batched-vs-reference logit difference: {worst:.4}");
+}
+
+/// The IO-binding path (the CUDA default, there with page-locked buffers) computes what the
+/// host-buffer path does. A long batch, then a shorter one: padding left over from the first
+/// must not leak into the second.
+#[test]
+fn io_binding_gives_the_same_logits_as_host_buffers() {
+    let mut host = model_with(&["--io-binding", "false"]);
+    let mut bound = model_with(&["--io-binding", "true"]);
+    let fixture = fixture();
+    let mut encs: Vec<_> = fixture
+        .cases
+        .iter()
+        .map(|c| host.tokenizer.encode(&c.text).expect("tokenizes"))
+        .collect();
+    encs.sort_by_key(|e| std::cmp::Reverse(e.len()));
+    let all: Vec<_> = encs.iter().collect();
+    let (long, short) = all.split_at(all.len() / 2);
+    assert!(
+        long[0].len() > short[0].len(),
+        "fixture needs varied lengths"
+    );
+    for batch in [&all[..], short, long, short] {
+        let want = host.engines[0].infer(batch).expect("host infers");
+        let got = bound.engines[0].infer(batch).expect("bound infers");
+        assert_eq!(got, want);
+    }
 }

@@ -12,7 +12,7 @@ pub use tokenizer::{Encoded, Tokenizer};
 
 use std::path::PathBuf;
 
-use crate::config::{ModelConfig, ModelVariant};
+use crate::config::{ExecutionProvider, ModelConfig, ModelVariant};
 
 /// A model failure. `Clone` so one failed batch reaches every message in it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -29,7 +29,7 @@ pub enum ModelError {
     Inference(String),
 }
 
-/// The files of one model directory.
+/// The files of one model directory, for the variant the provider runs.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
     pub onnx: PathBuf,
@@ -38,8 +38,8 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    pub fn from_config(cfg: &ModelConfig) -> Result<ModelFiles, ModelError> {
-        let file = match cfg.variant() {
+    pub fn new(cfg: &ModelConfig, variant: ModelVariant) -> Result<ModelFiles, ModelError> {
+        let file = match variant {
             ModelVariant::Int8 => "model.int8.onnx",
             ModelVariant::Fp16 => "model.fp16.onnx",
         };
@@ -65,6 +65,48 @@ impl ModelFiles {
     }
 }
 
+/// The model file a provider runs: `--model-variant` when given, else int8 on CPU and fp16 on
+/// CUDA. int8 is refused on CUDA: its integer matmuls have no CUDA kernels, so ONNX Runtime would
+/// run them on the CPU with copies in between while reporting "cuda".
+pub fn variant_for(
+    requested: Option<ModelVariant>,
+    provider: ActiveProvider,
+) -> Result<ModelVariant, ModelError> {
+    match (requested, provider) {
+        (Some(ModelVariant::Int8), ActiveProvider::Cuda) => Err(ModelError::Provider(
+            "the int8 model has no CUDA kernels (its integer matmuls would run on the CPU); \
+             use --model-variant fp16 with CUDA"
+                .into(),
+        )),
+        (Some(variant), _) => Ok(variant),
+        (None, ActiveProvider::Cuda) => Ok(ModelVariant::Fp16),
+        (None, ActiveProvider::Cpu) => Ok(ModelVariant::Int8),
+    }
+}
+
+/// The first session, on the provider `--execution-provider` asks for. `auto` tries CUDA (with
+/// its variant) when the loaded libonnxruntime has the CUDA provider, and falls back to the CPU
+/// (with its variant) loudly.
+fn first_engine(cfg: &ModelConfig) -> Result<(Engine, ModelFiles), ModelError> {
+    let open = |provider| -> Result<(Engine, ModelFiles), ModelError> {
+        let files = ModelFiles::new(cfg, variant_for(cfg.model_variant, provider)?)?;
+        Ok((Engine::load(cfg, provider, &files.onnx)?, files))
+    };
+    match cfg.execution_provider {
+        ExecutionProvider::Cpu => open(ActiveProvider::Cpu),
+        ExecutionProvider::Cuda => open(ActiveProvider::Cuda),
+        ExecutionProvider::Auto => {
+            if !session::cuda_compiled_in(cfg.ort_dylib_path.as_deref())? {
+                return open(ActiveProvider::Cpu);
+            }
+            open(ActiveProvider::Cuda).or_else(|e| {
+                tracing::warn!(reason = %e, "CUDA unavailable; falling back to the CPU provider");
+                open(ActiveProvider::Cpu)
+            })
+        }
+    }
+}
+
 /// Everything needed to turn texts into scores: loaded once at startup.
 pub struct Model {
     pub tokenizer: Tokenizer,
@@ -75,17 +117,39 @@ pub struct Model {
 
 impl Model {
     pub fn load(cfg: &ModelConfig) -> Result<Model, ModelError> {
-        let files = ModelFiles::from_config(cfg)?;
+        let (first, files) = first_engine(cfg)?;
         let (scorer, spec) = Scorer::load(&files.labels)?;
         let max_len = cfg.max_seq_len.min(spec.max_seq_len.max(8));
         let tokenizer = Tokenizer::load(&files.tokenizer, max_len)?;
-        let engines = (0..cfg.model_sessions.max(1))
-            .map(|_| Engine::load(cfg, &files.onnx))
-            .collect::<Result<_, _>>()?;
+        let provider = first.provider();
+        let mut engines = vec![first];
+        for _ in 1..cfg.model_sessions(provider) {
+            engines.push(Engine::load(cfg, provider, &files.onnx)?);
+        }
         Ok(Model {
             tokenizer,
             scorer,
             engines,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_runs_fp16_and_cpu_runs_int8_unless_told_otherwise() {
+        use ActiveProvider::{Cpu, Cuda};
+        assert!(matches!(variant_for(None, Cuda), Ok(ModelVariant::Fp16)));
+        assert!(matches!(variant_for(None, Cpu), Ok(ModelVariant::Int8)));
+        assert!(matches!(
+            variant_for(Some(ModelVariant::Fp16), Cpu),
+            Ok(ModelVariant::Fp16)
+        ));
+        assert!(matches!(
+            variant_for(Some(ModelVariant::Int8), Cuda),
+            Err(ModelError::Provider(_))
+        ));
     }
 }

@@ -1,19 +1,26 @@
-//! The ONNX Runtime session: loading libonnxruntime, choosing the execution provider, and
-//! running one padded batch. Owned by a single thread; never shared.
+//! The ONNX Runtime session: loading libonnxruntime, building a session for one execution
+//! provider, and running one padded batch. Owned by a single thread; never shared.
+//!
+//! Two ways to feed a batch: borrowed host buffers (`Io::Host`, the CPU default), or an
+//! [`IoBinding`] whose input and output tensors live in host memory from the session's own
+//! allocator (`Io::Bound`, the CUDA default: that allocator is page-locked, so the copies to and
+//! from the GPU are direct DMA instead of a staging copy). Either way only `logits` is fetched.
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use ort::ep;
-use ort::session::Session;
+use ort::ep::{self, ExecutionProvider as _};
+use ort::logging::LogLevel;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::value::TensorRef;
+use ort::session::{HasSelectedOutputs, IoBinding, OutputSelector, RunOptions, Session};
+use ort::value::{Tensor, TensorRef};
 
-use crate::config::{ExecutionProvider, ModelConfig};
+use crate::config::ModelConfig;
 
 use super::{Encoded, ModelError};
 
-/// The provider the session actually runs on.
+/// The provider a session runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActiveProvider {
     Cpu,
@@ -32,7 +39,9 @@ impl ActiveProvider {
 /// libonnxruntime can be loaded once per process; every session shares the environment.
 static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, ModelError>> = OnceLock::new();
 
-fn environment(dylib: Option<&Path>) -> Result<&'static ort::environment::Environment, ModelError> {
+pub(super) fn environment(
+    dylib: Option<&Path>,
+) -> Result<&'static ort::environment::Environment, ModelError> {
     ENVIRONMENT
         .get_or_init(|| {
             let path = dylib.ok_or_else(|| {
@@ -51,6 +60,7 @@ fn environment(dylib: Option<&Path>) -> Result<&'static ort::environment::Enviro
             ort::init_from(path)
                 .map_err(|e| ModelError::Runtime(format!("cannot load {}: {e}", path.display())))?
                 .with_name("moodstream")
+                .with_logger(Arc::new(ort_log))
                 .build()
                 .map_err(|e| ModelError::Runtime(e.to_string()))
         })
@@ -58,46 +68,94 @@ fn environment(dylib: Option<&Path>) -> Result<&'static ort::environment::Enviro
         .map_err(Clone::clone)
 }
 
-/// A loaded session plus reusable input buffers (no per-batch allocation once warm).
+/// ONNX Runtime's own messages, as `tracing` events with target `ort`. Sessions log at warning
+/// and above (see [`builder`]), so "nodes not assigned to the CUDA provider" and "Memcpy nodes
+/// added" reach the operator's log; they never carry message text.
+fn ort_log(level: LogLevel, category: &str, _id: &str, location: &str, message: &str) {
+    match level {
+        LogLevel::Fatal | LogLevel::Error => {
+            tracing::error!(target: "ort", category, location, "{message}")
+        }
+        LogLevel::Warning => tracing::warn!(target: "ort", category, location, "{message}"),
+        LogLevel::Info => tracing::debug!(target: "ort", category, location, "{message}"),
+        LogLevel::Verbose => tracing::trace!(target: "ort", category, location, "{message}"),
+    }
+}
+
+/// Whether the loaded libonnxruntime was built with the CUDA provider (the `onnxruntime-gpu`
+/// build). Says nothing about whether CUDA's own libraries and a GPU are there: only building a
+/// session tells.
+pub(super) fn cuda_compiled_in(dylib: Option<&Path>) -> Result<bool, ModelError> {
+    environment(dylib)?;
+    ep::CUDA::is_available().map_err(|e| ModelError::Runtime(e.to_string()))
+}
+
+/// How a batch reaches the session.
+enum Io {
+    /// Borrowed host buffers, reused across batches.
+    Host {
+        options: RunOptions<HasSelectedOutputs>,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        types: Vec<i64>,
+    },
+    Bound(Box<Bound>),
+}
+
+/// Tensors from `inputs`/`outputs` (page-locked host memory on CUDA; `None`: the session's
+/// default allocator), bound to the session once per batch.
+struct Bound {
+    binding: IoBinding,
+    inputs: Option<Allocator>,
+    outputs: Option<Allocator>,
+}
+
+/// A loaded session and the way batches reach it.
 pub struct Engine {
     session: Session,
     provider: ActiveProvider,
     token_type_input: bool,
-    ids: Vec<i64>,
-    mask: Vec<i64>,
-    types: Vec<i64>,
+    io: Io,
 }
 
 impl Engine {
     /// Loads the session on a thread named `ort`: ONNX Runtime's intra-op pool threads are created
     /// with the session and inherit that name, so `top -H` and the benchmarks' per-thread CPU
     /// breakdown tell them apart from the async runtime's threads.
-    pub fn load(cfg: &ModelConfig, onnx: &Path) -> Result<Engine, ModelError> {
+    pub fn load(
+        cfg: &ModelConfig,
+        provider: ActiveProvider,
+        onnx: &Path,
+    ) -> Result<Engine, ModelError> {
         std::thread::scope(|scope| {
             std::thread::Builder::new()
                 .name("ort".into())
-                .spawn_scoped(scope, || Engine::load_here(cfg, onnx))
+                .spawn_scoped(scope, || Engine::load_here(cfg, provider, onnx))
                 .map_err(|e| ModelError::Runtime(format!("cannot start a thread: {e}")))?
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
-    fn load_here(cfg: &ModelConfig, onnx: &Path) -> Result<Engine, ModelError> {
-        let env = environment(cfg.ort_dylib_path.as_deref())?;
-        let (session, provider) = match cfg.execution_provider {
-            ExecutionProvider::Cpu => (commit(cpu_builder(env, cfg)?, onnx)?, ActiveProvider::Cpu),
-            ExecutionProvider::Cuda => {
-                (commit(cuda_builder(env, cfg)?, onnx)?, ActiveProvider::Cuda)
-            }
-            ExecutionProvider::Auto => match cuda_builder(env, cfg).and_then(|b| commit(b, onnx)) {
-                Ok(session) => (session, ActiveProvider::Cuda),
-                Err(e) => {
-                    tracing::warn!(reason = %e, "CUDA execution provider unavailable; falling back to CPU");
-                    (commit(cpu_builder(env, cfg)?, onnx)?, ActiveProvider::Cpu)
+    fn load_here(
+        cfg: &ModelConfig,
+        provider: ActiveProvider,
+        onnx: &Path,
+    ) -> Result<Engine, ModelError> {
+        let session = builder(cfg, provider)?
+            .commit_from_file(onnx)
+            .map_err(|e| {
+                let what = format!(
+                    "cannot load {} on {}: {e}",
+                    onnx.display(),
+                    provider.as_str()
+                );
+                match provider {
+                    // A missing CUDA library or a device error surfaces here, not when registering.
+                    ActiveProvider::Cuda => ModelError::Provider(what),
+                    ActiveProvider::Cpu => ModelError::Files(what),
                 }
-            },
-        };
+            })?;
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for required in ["input_ids", "attention_mask"] {
             if !names.contains(&required) {
@@ -110,14 +168,45 @@ impl Engine {
             return Err(ModelError::Files("model has no `logits` output".into()));
         }
         let token_type_input = names.contains(&"token_type_ids");
-        tracing::info!(provider = provider.as_str(), model = %onnx.display(), "ONNX session ready");
+        let runtime = |e: ort::Error| ModelError::Runtime(e.to_string());
+        let io = if cfg.io_binding(provider) {
+            let pinned = |memory: MemoryType| match provider {
+                ActiveProvider::Cuda => MemoryInfo::new(
+                    AllocationDevice::CUDA_PINNED,
+                    0,
+                    AllocatorType::Device,
+                    memory,
+                )
+                .and_then(|info| Allocator::new(&session, info))
+                .map(Some),
+                ActiveProvider::Cpu => Ok(None),
+            };
+            Io::Bound(Box::new(Bound {
+                binding: session.create_binding().map_err(runtime)?,
+                inputs: pinned(MemoryType::CPUInput).map_err(runtime)?,
+                outputs: pinned(MemoryType::CPUOutput).map_err(runtime)?,
+            }))
+        } else {
+            Io::Host {
+                options: RunOptions::new()
+                    .map_err(runtime)?
+                    .with_outputs(OutputSelector::no_default().with("logits")),
+                ids: Vec::new(),
+                mask: Vec::new(),
+                types: Vec::new(),
+            }
+        };
+        tracing::info!(
+            provider = provider.as_str(),
+            io_binding = matches!(io, Io::Bound(_)),
+            model = %onnx.display(),
+            "ONNX session ready"
+        );
         Ok(Engine {
             session,
             provider,
             token_type_input,
-            ids: Vec::new(),
-            mask: Vec::new(),
-            types: Vec::new(),
+            io,
         })
     }
 
@@ -129,33 +218,64 @@ impl Engine {
     pub fn infer(&mut self, batch: &[&Encoded]) -> Result<Vec<[f32; 8]>, ModelError> {
         let n = batch.len();
         let len = batch.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
-        for buf in [&mut self.ids, &mut self.mask, &mut self.types] {
-            buf.clear();
-            buf.resize(n * len, 0);
-        }
-        for (row, enc) in batch.iter().enumerate() {
-            let base = row * len;
-            for (i, (&id, &ty)) in enc.ids.iter().zip(&enc.type_ids).enumerate() {
-                self.ids[base + i] = i64::from(id);
-                self.types[base + i] = i64::from(ty);
-                self.mask[base + i] = 1;
-            }
-        }
         let shape = [n, len];
         let err = |e: ort::Error| ModelError::Inference(e.to_string());
-        let mut inputs = ort::inputs![
-            "input_ids" => TensorRef::from_array_view((shape, self.ids.as_slice())).map_err(err)?,
-            "attention_mask" => TensorRef::from_array_view((shape, self.mask.as_slice())).map_err(err)?,
-        ];
-        if self.token_type_input {
-            inputs.push((
-                "token_type_ids".into(),
-                TensorRef::from_array_view((shape, self.types.as_slice()))
+        let outputs = match &mut self.io {
+            Io::Host {
+                options,
+                ids,
+                mask,
+                types,
+            } => {
+                for buf in [&mut *ids, &mut *mask, &mut *types] {
+                    buf.resize(n * len, 0);
+                }
+                fill(batch, len, ids, mask, types);
+                let mut inputs = ort::inputs![
+                    "input_ids" => TensorRef::from_array_view((shape, ids.as_slice())).map_err(err)?,
+                    "attention_mask" => TensorRef::from_array_view((shape, mask.as_slice())).map_err(err)?,
+                ];
+                if self.token_type_input {
+                    inputs.push((
+                        "token_type_ids".into(),
+                        TensorRef::from_array_view((shape, types.as_slice()))
+                            .map_err(err)?
+                            .into(),
+                    ));
+                }
+                self.session
+                    .run_with_options(inputs, options)
                     .map_err(err)?
-                    .into(),
-            ));
-        }
-        let outputs = self.session.run(inputs).map_err(err)?;
+            }
+            Io::Bound(bound) => {
+                let Bound {
+                    binding,
+                    inputs,
+                    outputs,
+                } = &mut **bound;
+                let input_alloc = inputs.as_ref().unwrap_or_else(|| self.session.allocator());
+                let mut ids = Tensor::<i64>::new(input_alloc, shape).map_err(err)?;
+                let mut mask = Tensor::<i64>::new(input_alloc, shape).map_err(err)?;
+                let mut types = Tensor::<i64>::new(input_alloc, shape).map_err(err)?;
+                fill(
+                    batch,
+                    len,
+                    ids.extract_tensor_mut().1,
+                    mask.extract_tensor_mut().1,
+                    types.extract_tensor_mut().1,
+                );
+                // Binding queues the host-to-device copy (asynchronous from page-locked memory).
+                binding.bind_input("input_ids", &ids).map_err(err)?;
+                binding.bind_input("attention_mask", &mask).map_err(err)?;
+                if self.token_type_input {
+                    binding.bind_input("token_type_ids", &types).map_err(err)?;
+                }
+                let output_alloc = outputs.as_ref().unwrap_or_else(|| self.session.allocator());
+                let logits = Tensor::<f32>::new(output_alloc, [n, 8]).map_err(err)?;
+                binding.bind_output("logits", logits).map_err(err)?;
+                self.session.run_binding(binding).map_err(err)?
+            }
+        };
         let (out_shape, logits) = outputs["logits"].try_extract_tensor::<f32>().map_err(err)?;
         if out_shape.len() != 2 || out_shape[0] as usize != n || out_shape[1] != 8 {
             return Err(ModelError::Inference(format!(
@@ -169,38 +289,81 @@ impl Engine {
     }
 }
 
-fn commit(mut builder: SessionBuilder, onnx: &Path) -> Result<Session, ModelError> {
-    builder
-        .commit_from_file(onnx)
-        .map_err(|e| ModelError::Files(format!("cannot load {}: {e}", onnx.display())))
+/// Writes a batch into row-major `[n, len]` input buffers, every element (padding included: the
+/// tensors' memory may come uninitialised from an allocator).
+fn fill(batch: &[&Encoded], len: usize, ids: &mut [i64], mask: &mut [i64], types: &mut [i64]) {
+    for (row, enc) in batch.iter().enumerate() {
+        let span = row * len..(row + 1) * len;
+        let (ids, mask, types) = (
+            &mut ids[span.clone()],
+            &mut mask[span.clone()],
+            &mut types[span],
+        );
+        for i in 0..len {
+            match (enc.ids.get(i), enc.type_ids.get(i)) {
+                (Some(&id), Some(&ty)) => {
+                    (ids[i], mask[i], types[i]) = (i64::from(id), 1, i64::from(ty));
+                }
+                _ => (ids[i], mask[i], types[i]) = (0, 0, 0),
+            }
+        }
+    }
 }
 
-fn cpu_builder(
-    env: &ort::environment::Environment,
-    cfg: &ModelConfig,
-) -> Result<SessionBuilder, ModelError> {
+/// A session builder for `provider`. CUDA sessions use one intra-op thread that never spins:
+/// the GPU does the work, and a spinning thread per session only steals cores from tokenizing
+/// and drafting.
+fn builder(cfg: &ModelConfig, provider: ActiveProvider) -> Result<SessionBuilder, ModelError> {
+    let env = environment(cfg.ort_dylib_path.as_deref())?;
     let err = |e: ort::Error<SessionBuilder>| ModelError::Runtime(e.to_string());
-    Session::builder(env)
+    let builder = Session::builder(env)
         .map_err(|e| ModelError::Runtime(e.to_string()))?
+        .with_log_level(LogLevel::Warning)
+        .map_err(err)?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(err)?
-        .with_intra_threads(cfg.intra_threads())
+        .with_intra_threads(cfg.intra_threads(provider))
         .map_err(err)?
         .with_inter_threads(1)
-        .map_err(err)
+        .map_err(err)?;
+    match provider {
+        ActiveProvider::Cpu => Ok(builder),
+        ActiveProvider::Cuda => {
+            let cuda = ep::CUDA::default()
+                .with_device_id(cfg.cuda_device_id)
+                // Transformers have no convolutions worth searching for; exhaustive search only
+                // costs startup.
+                .with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Default)
+                .build()
+                .error_on_failure();
+            builder
+                .with_intra_op_spinning(false)
+                .map_err(err)?
+                .with_execution_providers([cuda])
+                .map_err(|e| ModelError::Provider(format!("CUDA requested but unavailable: {e}")))
+        }
+    }
 }
 
-fn cuda_builder(
-    env: &ort::environment::Environment,
-    cfg: &ModelConfig,
-) -> Result<SessionBuilder, ModelError> {
-    let cuda = ep::CUDA::default()
-        .with_device_id(cfg.cuda_device_id)
-        // Transformers have no convolutions worth searching for; exhaustive search only costs startup.
-        .with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Default)
-        .build()
-        .error_on_failure();
-    cpu_builder(env, cfg)?
-        .with_execution_providers([cuda])
-        .map_err(|e| ModelError::Provider(format!("CUDA requested but unavailable: {e}")))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(ids: &[u32]) -> Encoded {
+        Encoded {
+            ids: ids.to_vec(),
+            type_ids: vec![0; ids.len()],
+        }
+    }
+
+    #[test]
+    fn fill_overwrites_padding_left_by_an_earlier_batch() {
+        let (a, b) = (encoded(&[101, 7, 102]), encoded(&[101, 102]));
+        let mut bufs = [vec![9; 6], vec![9; 6], vec![9; 6]];
+        let [ids, mask, types] = &mut bufs;
+        fill(&[&a, &b], 3, ids, mask, types);
+        assert_eq!(ids, &[101, 7, 102, 101, 102, 0]);
+        assert_eq!(mask, &[1, 1, 1, 1, 1, 0]);
+        assert_eq!(types, &[0; 6]);
+    }
 }

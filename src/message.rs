@@ -93,6 +93,10 @@ impl std::fmt::Display for Emotion {
     }
 }
 
+fn undetermined() -> String {
+    "und".to_string()
+}
+
 /// The emotion classification of one customer message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmotionResult {
@@ -119,6 +123,10 @@ pub struct EmotionResult {
     pub source_topic: String,
     pub source_partition: i32,
     pub source_offset: i64,
+    /// Language of the text: the producer's tag when it sent one, else detected (`zh`, `en`,
+    /// ...; `und` when undetermined). The model reads Chinese and English.
+    #[serde(default = "undetermined")]
+    pub language: String,
 }
 
 impl EmotionResult {

@@ -94,6 +94,7 @@ pub fn result(
         source_topic: "customer-messages".to_owned(),
         source_partition: 0,
         source_offset: 0,
+        language: "en".into(),
     }
 }
 

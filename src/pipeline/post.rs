@@ -74,6 +74,7 @@ pub fn emotion_result(
         source_topic: origin.topic.to_string(),
         source_partition: origin.partition,
         source_offset: origin.offset,
+        language: crate::reply::language::identify(msg.language.as_deref(), &msg.text),
     }
 }
 

@@ -1,7 +1,12 @@
-//! Which language a reply is written in: the message's `language` tag when we have templates
-//! for it, else a script detector (CJK vs Latin), else the configured default language.
+//! Which language a message is in: the producer's `language` tag, else detected (Chinese,
+//! Japanese and Korean by script, other scripts by `whatlang`'s trigram model when it is sure).
+//! Replies use it when templates exist for that language, else the configured default; emotion
+//! results carry it as `language`.
 
 use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use whatlang::{Detector, Lang, Script};
 
 use super::text::prefix_bytes;
 
@@ -52,6 +57,76 @@ pub(crate) fn detect(text: &str) -> Option<&'static str> {
     })
 }
 
+/// Latin-script languages told apart by trigrams. A short list on purpose: on short messages
+/// `whatlang` over all its languages often answers Afrikaans or German for plain English.
+const LATIN: [Lang; 9] = [
+    Lang::Eng,
+    Lang::Spa,
+    Lang::Fra,
+    Lang::Deu,
+    Lang::Por,
+    Lang::Ita,
+    Lang::Nld,
+    Lang::Ind,
+    Lang::Vie,
+];
+
+/// Below this confidence a non-English answer for Latin-script text is taken as English ("ok
+/// got it" scores German at 0.01); "où est ma commande" scores French at 0.18.
+const NON_ENGLISH_CONFIDENCE: f64 = 0.15;
+
+/// Scripts other than Han, kana and hangul: `whatlang` (trigrams for Latin among [`LATIN`], the
+/// script alone where it decides). `None` for text without letters.
+fn detect_other(text: &str) -> Option<String> {
+    static LATIN_DETECTOR: OnceLock<Detector> = OnceLock::new();
+    let text = prefix_bytes(text, DETECT_BYTES);
+    if !text.chars().any(char::is_alphabetic) {
+        return None;
+    }
+    let info = if whatlang::detect_script(text) == Some(Script::Latin) {
+        let detector = LATIN_DETECTOR.get_or_init(|| Detector::with_allowlist(LATIN.to_vec()));
+        match detector.detect(text) {
+            Some(i) if i.lang() != Lang::Eng && i.confidence() >= NON_ENGLISH_CONFIDENCE => i,
+            _ => return Some("en".to_string()),
+        }
+    } else {
+        whatlang::detect(text)?
+    };
+    Some(iso_639_1(info.lang()).to_string())
+}
+
+/// ISO 639-1 where the language has one (the common ones here), else `whatlang`'s ISO 639-3.
+fn iso_639_1(lang: Lang) -> &'static str {
+    match lang.code() {
+        "eng" => "en",
+        "spa" => "es",
+        "fra" => "fr",
+        "deu" => "de",
+        "por" => "pt",
+        "ita" => "it",
+        "nld" => "nl",
+        "ind" => "id",
+        "vie" => "vi",
+        "rus" => "ru",
+        "ukr" => "uk",
+        "tha" => "th",
+        "ara" => "ar",
+        "hin" => "hi",
+        "heb" => "he",
+        "ell" => "el",
+        other => other,
+    }
+}
+
+/// The language of a message as emotion results report it: the producer's tag (primary
+/// subtag), else detected, else `und` (undetermined).
+pub(crate) fn identify(tag: Option<&str>, text: &str) -> String {
+    tag.and_then(primary_subtag)
+        .or_else(|| detect(text).map(str::to_string))
+        .or_else(|| detect_other(text))
+        .unwrap_or_else(|| "und".to_string())
+}
+
 /// The language to draft in, always one of `supported`.
 pub(crate) fn resolve(
     tag: Option<&str>,
@@ -64,8 +139,11 @@ pub(crate) fn resolve(
     {
         return language;
     }
-    match detect(text) {
-        Some(language) if supported.contains(language) => language.to_string(),
+    match detect(text)
+        .map(str::to_string)
+        .or_else(|| detect_other(text))
+    {
+        Some(language) if supported.contains(&language) => language,
         _ => default.to_string(),
     }
 }
@@ -117,6 +195,29 @@ mod tests {
         assert_eq!(detect("Where is my parcel?"), None);
         assert_eq!(detect(""), None);
         assert_eq!(detect("12345 !!! 😀"), None);
+    }
+
+    #[test]
+    fn identify_prefers_the_tag_then_script_then_trigrams() {
+        assert_eq!(identify(Some("zh-Hant-TW"), "where is my order"), "zh");
+        assert_eq!(identify(None, "我的order还没到，tracking一直不更新"), "zh");
+        assert_eq!(
+            identify(
+                None,
+                "I have been waiting three weeks for my refund and nobody answers"
+            ),
+            "en"
+        );
+        assert_eq!(
+            identify(None, "Mi pedido no ha llegado todavía y nadie me responde"),
+            "es"
+        );
+        assert_eq!(identify(None, "ok got it"), "en");
+        assert_eq!(
+            identify(None, "Ich warte seit drei Wochen auf meine Erstattung"),
+            "de"
+        );
+        assert_eq!(identify(Some("und"), "12345 !!! 😀"), "und");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 mod channel;
 mod config;
 mod intent;
-mod language;
+pub(crate) mod language;
 mod review;
 mod slots;
 mod sms;

@@ -119,6 +119,7 @@ pub(crate) mod tests {
             source_topic: "messages".into(),
             source_partition: 0,
             source_offset: 0,
+            language: "en".into(),
         }
     }
 

@@ -16,6 +16,13 @@ print(f"\n== {len(emotions)} emotion results (topic emotions)")
 mix = collections.Counter(e["primary_emotion"] for e in emotions)
 for label, n in mix.most_common():
     print(f"  {label:<15} {n:>5}  {'#' * max(1, n * 40 // max(mix.values()))}")
+langs = collections.Counter(e.get("language", "und") for e in emotions)
+print("  by language: " + ", ".join(f"{lang} {n}" for lang, n in langs.most_common()))
+for conv in ("conv-angry", "conv-angry-zh"):
+    turns = [e for e in emotions if e["conversation_id"] == conv]
+    if turns:
+        print(f"  {conv} ({turns[0].get('language', 'und')}), turn by turn: "
+              + " -> ".join(f"{e['primary_emotion']} ({e['negativity']:.2f})" for e in turns))
 print("  sample:")
 for e in emotions[:: max(1, len(emotions) // 8)][:8]:
     print(f"    {e['message_id']:<22} {e['channel']:<7} {e['primary_emotion']:<15} labels={','.join(e['labels']):<28}"
@@ -24,12 +31,13 @@ for e in emotions[:: max(1, len(emotions) // 8)][:8]:
 print(f"\n== {len(replies)} drafted replies (topics replies.<channel>)")
 seen = set()
 for r in replies:
-    if r["channel"] in seen:
+    key = (r["channel"], r["language"])
+    if key in seen:
         continue
-    seen.add(r["channel"])
+    seen.add(key)
     text = r.get("body") or " | ".join(r.get("segments") or [])
     review = "needs review" if r["requires_review"] else "auto-send ok"
-    print(f"  [{r['channel']}] {r['strategy']}/{r['intent']} ({review}, {r['template_id']})")
+    print(f"  [{r['channel']}/{r['language']}] {r['strategy']}/{r['intent']} ({review}, {r['template_id']})")
     if r.get("subject"):
         print(f"    subject: {r['subject']}")
     print("    " + text.replace("\n", "\n    "))

@@ -79,11 +79,27 @@ const SATISFIED: &[&str] = &[
     "Love the new headphones, great sound and fast delivery!",
     "Everything arrived on time and works perfectly. Great job!",
 ];
+/// Chinese and code-switched calm traffic: mostly neutral and positive, some negative.
 const CHINESE: &[&str] = &[
     "你好，我的订单 {order} 什么时候发货？",
-    "我已经等了两个星期了，包裹还没到，太让人失望了。",
+    "请问可以修改收货地址吗？订单号 {order}",
+    "发票怎么开？需要公司抬头的。",
+    "我的order {order} 还没到，帮我查一下物流",
     "谢谢你们的帮助，问题已经解决了！",
-    "我被重复扣款了，请尽快处理退款，非常生气！",
+    "收到了，质量很好，物流也快，五星好评👍",
+    "退款已经到账了，谢谢小姐姐",
+    "这个'已揽收'是什么意思？包裹到底发出去没有？",
+    "我已经等了两个星期了，包裹还没到，太让人失望了。",
+    "账号在异地登录了，是不是被盗了？好担心",
+];
+
+/// The Chinese conversation that escalates, turn by turn (tenant globex, chat).
+const ESCALATING_ZH: &[&str] = &[
+    "你好，我的订单 {order} 说好周一到的，现在什么情况？",
+    "物流三天没更新了，能不能帮忙催一下？",
+    "我已经问了三次了，每次都说在处理，到底什么时候能解决？太烦了",
+    "你们就是在踢皮球！我要退款，马上！",
+    "垃圾平台，骗子！再不给我退款我就投诉到12315，还要去微博曝光你们！",
 ];
 
 /// The angry conversation: calm question, then angrier turn by turn.
@@ -114,7 +130,9 @@ fn message(
     text: String,
     sent_at: i64,
 ) -> CustomerMessage {
+    // Half the Chinese messages come untagged: the worker detects their language.
     let cjk = text.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c));
+    let tagged = cjk && rng.below(2) == 0;
     let mut metadata = BTreeMap::new();
     if rng.below(3) == 0 {
         metadata.insert("queue".to_string(), "tier1".to_string());
@@ -126,7 +144,7 @@ fn message(
         tenant_id: Some(tenant.to_string()),
         channel: channel.to_string(),
         subject: (channel == "email").then(|| "Question about my order".to_string()),
-        language: if cjk { Some("zh".into()) } else { None },
+        language: tagged.then(|| "zh".into()),
         customer_name: (rng.below(2) == 0).then(|| rng.pick(NAMES).to_string()),
         text,
         sent_at,
@@ -162,8 +180,7 @@ fn calm(
         12 => DISAPPOINTED,
         13..=14 => GRATEFUL,
         15..=17 => SATISFIED,
-        18 => CHINESE,
-        _ => NEUTRAL,
+        _ => CHINESE,
     };
     let order = format!("A{}", 10_000 + rng.below(90_000));
     let text = fill(rng.pick::<&str>(pool), &order);
@@ -182,7 +199,8 @@ fn calm(
     )
 }
 
-/// The whole demo stream: background, then one escalating conversation, then a surge of
+/// The whole demo stream: background, then one escalating conversation in English and one in
+/// Chinese, then a surge of
 /// negative messages on `acme` × `social`. Event times sit inside the escalation detector's
 /// default windows (late tolerance 2 min, recent window 60 s): the calm traffic is the
 /// baseline 62–117 s ago, the angry conversation and the surge fall in the last 50 s.
@@ -218,6 +236,21 @@ pub fn demo_stream(seed: u64, count: usize) -> Vec<CustomerMessage> {
             "cust-angry".into(),
             "chat",
             "acme",
+            text,
+            sent_at,
+        ));
+    }
+    let base = out.len();
+    for (turn, t) in ESCALATING_ZH.iter().enumerate() {
+        let text = fill(t, "G77102");
+        let sent_at = now - 48_000 + turn as i64 * 8_000;
+        out.push(message(
+            &mut rng,
+            base + turn,
+            "conv-angry-zh".into(),
+            "cust-angry-zh".into(),
+            "chat",
+            "globex",
             text,
             sent_at,
         ));

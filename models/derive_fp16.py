@@ -1,6 +1,6 @@
 """Derive the float model for CUDA from the shipped int8 artifact, so only the int8 file is committed.
 
-    python models/derive_fp16.py                        # -> models/emotion-minilm/model.fp16.onnx
+    python models/derive_fp16.py                        # -> models/emotion/model.fp16.onnx
     python models/derive_fp16.py --precision fp32 --out /tmp/model.deq.onnx
 
 Every int8 weight is dequantized (w = (q - zero_point) * scale) and the integer ops that
@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-ARTIFACT_DIR = Path(__file__).resolve().parent / "emotion-minilm"
+ARTIFACT_DIR = Path(__file__).resolve().parent / "emotion"
 
 
 class Graph:

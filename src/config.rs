@@ -111,11 +111,7 @@ pub enum ModelVariant {
 #[derive(Args, Debug, Clone)]
 pub struct ModelConfig {
     /// Directory with model.*.onnx, tokenizer.json and labels.json.
-    #[arg(
-        long,
-        env = "MOODSTREAM_MODEL_DIR",
-        default_value = "models/emotion-minilm"
-    )]
+    #[arg(long, env = "MOODSTREAM_MODEL_DIR", default_value = "models/emotion")]
     pub model_dir: PathBuf,
     /// Model file variant; defaults to fp16 on CUDA and int8 on CPU. int8 is refused on CUDA (its
     /// integer matmuls have no CUDA kernels).

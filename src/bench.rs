@@ -180,6 +180,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
     let enricher = Enricher {
         escalator: None,
         drafter: cfg.draft_replies.then(|| Arc::new(ReplyDrafter::builtin())),
+        draft_threads: cfg.draft.threads(),
         model_version: model.scorer.model_version.clone(),
     };
     let decoder = Decoder::new(

@@ -197,6 +197,24 @@ impl ModelConfig {
     }
 }
 
+/// Reply drafting threads, shared by `run` and `bench`.
+#[derive(Args, Debug, Clone)]
+pub struct DraftConfig {
+    /// Reply drafting threads: the post stage hands each round's messages to them in chunks and
+    /// passes the drafts on in input order; 0 = one per core, at most 4.
+    #[arg(long, env = "MOODSTREAM_DRAFT_THREADS", default_value_t = 0)]
+    pub draft_threads: usize,
+}
+
+impl DraftConfig {
+    pub fn threads(&self) -> usize {
+        match self.draft_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n,
+        }
+    }
+}
+
 /// Kafka connection options shared by `run` and `demo-produce`.
 #[derive(Args, Debug, Clone)]
 pub struct KafkaConfig {
@@ -306,6 +324,8 @@ pub struct RunConfig {
     /// Disable reply drafting (no replies.* outputs).
     #[arg(long, env = "MOODSTREAM_DISABLE_REPLIES")]
     pub disable_replies: bool,
+    #[command(flatten)]
+    pub draft: DraftConfig,
     /// Largest accepted message value in bytes; larger ones go to the dead-letter topic.
     #[arg(long, env = "MOODSTREAM_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
     pub max_message_bytes: usize,
@@ -494,6 +514,8 @@ pub struct BenchConfig {
     /// Also draft a reply for every message (the full per-message work).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub draft_replies: bool,
+    #[command(flatten)]
+    pub draft: DraftConfig,
     /// Random seed for the synthetic messages.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,

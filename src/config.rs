@@ -501,14 +501,20 @@ pub struct ClassifyConfig {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchConfig {
-    /// Messages to push through the pipeline.
+    /// Distinct messages generated (the model stage and the pipeline cycle over them for
+    /// `--seconds`).
     #[arg(long, default_value_t = 20_000)]
     pub messages: usize,
+    /// Each measurement (model stage alone, whole pipeline) runs at least this long, cycling over
+    /// the messages, and at least once through them; 0 = once through.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
     /// JSON lines of customer messages to use instead of synthetic ones (e.g. a topic's
     /// content, to compare with a Kafka run on the same input); `--messages` is then ignored.
     #[arg(long, conflicts_with = "fixed_tokens")]
     pub input: Option<PathBuf>,
-    /// Fixed token count per message (e.g. 24); when absent, a realistic 5–120 token mix.
+    /// Exactly this many tokens per message, [CLS] and [SEP] included (e.g. 24; at most
+    /// `--max-seq-len`); when absent, a realistic 5–120 token mix.
     #[arg(long)]
     pub fixed_tokens: Option<usize>,
     /// Also draft a reply for every message (the full per-message work).

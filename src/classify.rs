@@ -28,6 +28,7 @@ pub async fn run(cfg: ClassifyConfig) -> anyhow::Result<usize> {
     let enricher = Enricher {
         escalator: None,
         drafter: None,
+        draft_threads: 1,
         model_version: model.scorer.model_version.clone(),
     };
     let (inlet, mut processed, _) = pipeline::spawn(model, &cfg.model, enricher);

@@ -206,6 +206,24 @@ impl ModelConfig {
     }
 }
 
+/// Reply drafting threads, shared by `run` and `bench`.
+#[derive(Args, Debug, Clone)]
+pub struct DraftConfig {
+    /// Reply drafting threads: the post stage hands each round's messages to them in chunks and
+    /// passes the drafts on in input order; 0 = one per core, at most 4.
+    #[arg(long, env = "MOODSTREAM_DRAFT_THREADS", default_value_t = 0)]
+    pub draft_threads: usize,
+}
+
+impl DraftConfig {
+    pub fn threads(&self) -> usize {
+        match self.draft_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            n => n,
+        }
+    }
+}
+
 /// Kafka connection options shared by `run` and `demo-produce`.
 #[derive(Args, Debug, Clone)]
 pub struct KafkaConfig {
@@ -315,6 +333,8 @@ pub struct RunConfig {
     /// Disable reply drafting (no replies.* outputs).
     #[arg(long, env = "MOODSTREAM_DISABLE_REPLIES")]
     pub disable_replies: bool,
+    #[command(flatten)]
+    pub draft: DraftConfig,
     /// Largest accepted message value in bytes; larger ones go to the dead-letter topic.
     #[arg(long, env = "MOODSTREAM_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
     pub max_message_bytes: usize,
@@ -487,19 +507,27 @@ pub struct ClassifyConfig {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchConfig {
-    /// Messages to push through the pipeline.
+    /// Distinct messages generated (the model stage and the pipeline cycle over them for
+    /// `--seconds`).
     #[arg(long, default_value_t = 20_000)]
     pub messages: usize,
+    /// Each measurement (model stage alone, whole pipeline) runs at least this long, cycling over
+    /// the messages, and at least once through them; 0 = once through.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
     /// JSON lines of customer messages to use instead of synthetic ones (e.g. a topic's
     /// content, to compare with a Kafka run on the same input); `--messages` is then ignored.
     #[arg(long, conflicts_with = "fixed_tokens")]
     pub input: Option<PathBuf>,
-    /// Fixed token count per message (e.g. 24); when absent, a realistic 5–120 token mix.
+    /// Exactly this many tokens per message, [CLS] and [SEP] included (e.g. 24; at most
+    /// `--max-seq-len`); when absent, a realistic 5–120 token mix.
     #[arg(long)]
     pub fixed_tokens: Option<usize>,
     /// Also draft a reply for every message (the full per-message work).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub draft_replies: bool,
+    #[command(flatten)]
+    pub draft: DraftConfig,
     /// Random seed for the synthetic messages.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,

@@ -83,6 +83,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let enricher = Enricher {
         escalator: Some(escalator),
         drafter: drafter.clone(),
+        draft_threads: cfg.draft.threads(),
         model_version,
     };
     let (inlet, processed, provider) = pipeline::spawn(model, &cfg.model, enricher);

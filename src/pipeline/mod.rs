@@ -6,12 +6,18 @@
 //!    │                                                                   │
 //!    └──────────────── Classified (dead letters) ──────────────▶ post ◀──┘ Classified
 //!                                                                 │ per-partition input order,
-//!                                                                 ▼ escalation + reply draft
+//!                                                                 │ escalation per round
+//!                                                                 ▼
+//!                                        draft threads (chunks of a round) ──▶ forwarder
+//!                                                                 │ chunks in queue order
+//!                                                                 ▼
 //!                                                             Processed ──▶ sink
 //! ```
 //! Every channel is bounded: a full channel is backpressure. Blocking work (tokenization,
-//! inference) runs on dedicated OS threads; the batcher and post stages are tokio tasks.
+//! inference, reply drafting) runs on dedicated OS threads; the batcher, post and forwarder
+//! stages are tokio tasks.
 
+mod draft;
 mod infer;
 pub mod post;
 

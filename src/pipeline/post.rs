@@ -2,7 +2,8 @@
 //! tokenization reorder them), then runs escalation tracking and reply drafting in that
 //! order, so a conversation's trend and its outputs follow the customer's turns. It works in
 //! rounds (what has arrived, typically one model batch), so escalation costs one Redis round
-//! trip per round rather than per message.
+//! trip per round rather than per message. Drafting runs on the draft threads (`draft`), a
+//! round's chunks in parallel, while the next round is escalated; the output keeps the order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,18 +11,20 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use crate::escalation::{EscalationEvent, Escalator};
+use crate::escalation::{EscalationEvent, Escalator, Observation};
 use crate::message::{CustomerMessage, EmotionResult};
 use crate::model::Scored;
 use crate::reply::{DraftReply, ReplyDrafter};
 use crate::telemetry::metrics;
 
-use super::{Classified, DeadLetter, Origin, Outcome};
+use super::{Classified, DeadLetter, Origin, Outcome, draft};
 
 /// What the post stage adds to a classified message.
 pub struct Enricher {
     pub escalator: Option<Arc<Escalator>>,
     pub drafter: Option<Arc<ReplyDrafter>>,
+    /// Threads drafting replies (`--draft-threads`); at least one runs.
+    pub draft_threads: usize,
     pub model_version: String,
 }
 
@@ -84,10 +87,16 @@ type Labelled = (Box<CustomerMessage>, EmotionResult);
 /// Most messages enriched in one round (one escalation round trip to Redis).
 const MAX_ROUND: usize = 256;
 
+/// A message after escalation, waiting for its reply draft.
+struct Escalated {
+    origin: Origin,
+    result: Result<Labelled, DeadLetter>,
+    observation: Option<Observation>,
+}
+
 impl Enricher {
-    /// Enriches a round of messages, in order: escalation for all of them at once (one Redis
-    /// round trip), then a reply draft for each.
-    async fn enrich(&self, round: Vec<Classified>) -> Vec<Processed> {
+    /// Runs escalation for a round of messages at once (one Redis round trip), in order.
+    async fn escalate(&self, round: Vec<Classified>) -> Vec<Escalated> {
         let round: Vec<(Origin, Result<Labelled, DeadLetter>)> = round
             .into_iter()
             .map(|Classified { origin, outcome }| {
@@ -127,31 +136,45 @@ impl Enricher {
         .into_iter();
         round
             .into_iter()
-            .map(|(origin, result)| {
-                let result = result.map(|(msg, emotion)| {
-                    let (escalations, trend) = match observations.next() {
-                        Some(obs) => (obs.events, Some(obs.trend)),
-                        None => (Vec::new(), None),
-                    };
-                    let draft = self.drafter.as_ref().map(|d| {
-                        let start = Instant::now();
-                        let draft = d.draft(&msg, &emotion, trend.as_ref(), now_ms());
-                        metrics()
-                            .stage_seconds
-                            .with_label_values(&["reply"])
-                            .observe(start.elapsed().as_secs_f64());
-                        draft
-                    });
-                    Enriched {
-                        msg,
-                        emotion,
-                        draft,
-                        escalations,
-                    }
-                });
-                Processed { origin, result }
+            .map(|(origin, result)| Escalated {
+                observation: result.is_ok().then(|| observations.next()).flatten(),
+                origin,
+                result,
             })
             .collect()
+    }
+}
+
+impl Escalated {
+    /// Drafts the reply (on a draft thread) from the message, its emotion and its trend.
+    fn draft(self, drafter: Option<&ReplyDrafter>) -> Processed {
+        let Escalated {
+            origin,
+            result,
+            observation,
+        } = self;
+        let result = result.map(|(msg, emotion)| {
+            let (escalations, trend) = match observation {
+                Some(obs) => (obs.events, Some(obs.trend)),
+                None => (Vec::new(), None),
+            };
+            let draft = drafter.map(|d| {
+                let start = Instant::now();
+                let draft = d.draft(&msg, &emotion, trend.as_ref(), now_ms());
+                metrics()
+                    .stage_seconds
+                    .with_label_values(&["reply"])
+                    .observe(start.elapsed().as_secs_f64());
+                draft
+            });
+            Enriched {
+                msg,
+                emotion,
+                draft,
+                escalations,
+            }
+        });
+        Processed { origin, result }
     }
 }
 
@@ -187,6 +210,14 @@ pub(super) async fn run(
     mut input: mpsc::Receiver<Classified>,
     output: mpsc::Sender<Processed>,
 ) {
+    let threads = enricher.draft_threads.max(1);
+    let drafter = enricher.drafter.clone();
+    let pool = draft::Pool::spawn(threads, "draft", move |e: Escalated| {
+        e.draft(drafter.as_deref())
+    });
+    // Room for this round's chunks while the previous round's are drafted.
+    let (pending, pending_rx) = mpsc::channel(2 * threads);
+    tokio::spawn(draft::forward_in_order(pending_rx, output));
     let mut seq = Sequencer::default();
     while let Some(c) = input.recv().await {
         // What else has already arrived (the rest of a model batch) joins the round.
@@ -196,8 +227,12 @@ pub(super) async fn run(
         {
             round.extend(seq.push(c));
         }
-        for processed in enricher.enrich(round).await {
-            if output.send(processed).await.is_err() {
+        let round = enricher.escalate(round).await;
+        let chunk = round.len().div_ceil(threads);
+        let mut round = round.into_iter().peekable();
+        while round.peek().is_some() {
+            let answer = pool.submit(round.by_ref().take(chunk).collect());
+            if pending.send(answer).await.is_err() {
                 return;
             }
         }
@@ -207,7 +242,11 @@ pub(super) async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::escalation::{EscalationConfig, ManualClock, testkit};
+    use crate::message::Emotion;
     use crate::telemetry::trace::MessageTrace;
+
+    const T0: i64 = 1_700_000_000_000;
 
     fn item(partition: i32, seq: u64) -> Classified {
         Classified {
@@ -233,6 +272,111 @@ mod tests {
         v.into_iter()
             .map(|c| (c.origin.partition, c.origin.seq))
             .collect()
+    }
+
+    /// 24 partitions of the angrier-conversation and repeat-contact turns (more than one round),
+    /// as the model stage delivers them: out of order across and within partitions.
+    fn shuffled_traffic() -> Vec<Classified> {
+        let mut out = Vec::new();
+        for partition in 0..24 {
+            let turns = testkit::interleaved_turns(T0);
+            for (seq, (mut msg, res)) in turns.into_iter().enumerate() {
+                msg.message_id = format!("{}-p{partition}", msg.message_id);
+                msg.conversation_id = format!("{}-p{partition}", msg.conversation_id);
+                msg.customer_id = format!("cust-p{partition}");
+                msg.text = "Where is my refund? I have asked three times now.".into();
+                let primary = Emotion::parse(&res.primary_emotion).expect("a label");
+                let scored = Scored {
+                    primary,
+                    labels: vec![primary],
+                    probs: [0.1; 8],
+                    confidence: res.confidence,
+                    valence: res.valence,
+                    negativity: res.negativity,
+                };
+                let mut c = item(partition, seq as u64);
+                c.outcome = Outcome::Scored {
+                    msg: Box::new(msg),
+                    scored,
+                };
+                out.push(c);
+            }
+        }
+        // Batches finish out of order: deal the items out in blocks of 5, reversed, every
+        // third block last.
+        let mut blocks: Vec<Vec<Classified>> = Vec::new();
+        let mut items = out.into_iter().peekable();
+        while items.peek().is_some() {
+            let mut block: Vec<_> = items.by_ref().take(5).collect();
+            block.reverse();
+            blocks.push(block);
+        }
+        let (late, early): (Vec<_>, Vec<_>) = blocks
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| i % 3 == 0);
+        early.into_iter().chain(late).flat_map(|(_, b)| b).collect()
+    }
+
+    /// What a reader of the outputs sees of one message (timestamps and random ids aside).
+    type Seen = (
+        i32,
+        u64,
+        Option<(String, String, Option<String>)>,
+        Vec<String>,
+    );
+
+    async fn post_with_draft_threads(threads: usize) -> Vec<Seen> {
+        let clock = Arc::new(ManualClock::new(T0 + 60_000));
+        let escalator = Escalator::new(&EscalationConfig::default(), clock).await;
+        let enricher = Enricher {
+            escalator: Some(Arc::new(escalator)),
+            drafter: Some(Arc::new(ReplyDrafter::builtin())),
+            draft_threads: threads,
+            model_version: "test".into(),
+        };
+        let traffic = shuffled_traffic();
+        let (in_tx, in_rx) = mpsc::channel(traffic.len());
+        for c in traffic {
+            in_tx.send(c).await.unwrap();
+        }
+        drop(in_tx);
+        let (out_tx, mut out_rx) = mpsc::channel(16);
+        tokio::spawn(run(enricher, in_rx, out_tx));
+        let mut seen = Vec::new();
+        while let Some(p) = out_rx.recv().await {
+            let e = p.result.expect("scored");
+            let draft = e.draft.map(|d| (d.strategy, d.template_id, d.body));
+            let events = e
+                .escalations
+                .iter()
+                .map(|ev| format!("{:?}/{:?}/{}", ev.kind, ev.severity, ev.scope))
+                .collect();
+            seen.push((p.origin.partition, p.origin.seq, draft, events));
+        }
+        seen
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drafting_on_many_threads_keeps_partition_order_and_the_one_thread_outputs() {
+        let one = post_with_draft_threads(1).await;
+        let four = post_with_draft_threads(4).await;
+        assert_eq!(four.len(), 24 * 14, "every message comes out once");
+        let mut next: HashMap<i32, u64> = HashMap::new();
+        for (partition, seq, draft, _) in &four {
+            let expected = next.entry(*partition).or_default();
+            assert_eq!(seq, expected, "partition {partition} out of order");
+            *expected += 1;
+            assert!(draft.is_some(), "every message is drafted");
+        }
+        assert!(
+            four.iter().any(|(_, _, _, events)| !events.is_empty()),
+            "the traffic escalates"
+        );
+        assert_eq!(
+            one, four,
+            "same drafts and escalations, in the same order, as on one thread"
+        );
     }
 
     #[test]

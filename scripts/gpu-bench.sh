@@ -5,7 +5,8 @@
 # batch size x sequence length, and samples GPU utilisation while it runs. Optionally (torch
 # installed) a PyTorch eager fp16 encoder of the same shape as the anchor.
 #
-#   scripts/gpu-bench.sh [quick|full]       results under $OUT (or /tmp/gpu-bench), summary.txt
+#   scripts/gpu-bench.sh [quick|pipeline|full]   results under $OUT (or /tmp/gpu-bench), summary.txt
+#   (pipeline: the in-process pipeline runs of full only, plus IO binding; no anchor)
 #
 # Env: BIN (moodstream binary; default the release build), ORT_DYLIB_PATH (the onnxruntime-gpu
 # libonnxruntime.so; `scripts/setup-ort.sh --gpu` prints it), LD_LIBRARY_PATH with CUDA 13 and
@@ -39,7 +40,7 @@ else
   variant=int8
 fi
 common=(--execution-provider "$ep" --model-variant "$variant" --model-dir "$model" --tokenizer-threads "$tok")
-say "moodstream gpu-bench ($mode) $(date -u +%FT%TZ) ep=$ep variant=$variant model=$(jq -r .model_version "$model/labels.json" 2>/dev/null)"
+say "moodstream gpu-bench ($mode) $(date -u +%FT%TZ) ep=$ep variant=$variant model=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['model_version'])" "$model/labels.json")"
 
 # 1. Correctness on the provider: the parity fixture's texts, scores against the Python reference.
 python3 - >"$out/parity.jsonl" <<'PY'
@@ -69,26 +70,33 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,nohead
 smi=$!
 bench() { # name, bench args...
   local name=$1; shift
-  timeout 150 "$bin" bench "${common[@]}" "$@" >"$out/logs/$name.log" 2>&1
+  timeout 100 "$bin" bench "${common[@]}" --seconds "${SECONDS_PER_RUN:-3}" "$@" >"$out/logs/$name.log" 2>&1
   local rc=$?
   say "== $name: bench $* (rc=$rc, t=$((SECONDS - t0))s)"
-  grep -E "moodstream bench|settings|model stage|pipeline|per message" "$out/logs/$name.log" | sed 's/^/   /' | tee -a "$summary"
+  grep -E "moodstream bench|settings|warm-up|model stage|pipeline|per message|rror" "$out/logs/$name.log" | sed 's/^/   /' | tee -a "$summary"
 }
-if [[ $mode == quick ]]; then
+if [[ $mode == pipeline ]]; then
+  bench L16_b1024 --fixed-tokens 16 --messages 20000 --max-batch-size 1024 --max-batch-tokens 16384 --draft-replies false
+  bench L32_b1024 --fixed-tokens 32 --messages 20000 --max-batch-size 1024 --max-batch-tokens 32768 --draft-replies false
+  bench L32_b1024_bind --fixed-tokens 32 --messages 20000 --max-batch-size 1024 --max-batch-tokens 32768 \
+    --draft-replies false --io-binding true
+  bench L24_b512_drafts --fixed-tokens 24 --messages 20000 --max-batch-size 512 --max-batch-tokens 12288
+  bench mix_values_gpu --messages 20000 --max-batch-size 256 --max-batch-tokens 16384
+elif [[ $mode == quick ]]; then
   bench L32_b256 --fixed-tokens 32 --messages 4000 --max-batch-size 256 --max-batch-tokens 8192 --draft-replies false
 else
   for len in 16 32 64 128; do
     for b in 256 1024; do
-      bench "L${len}_b${b}" --fixed-tokens "$len" --messages $((b * 300 * 32 / len)) --max-batch-size "$b" \
+      bench "L${len}_b${b}" --fixed-tokens "$len" --messages 20000 --max-batch-size "$b" \
         --max-batch-tokens $((b * len)) --draft-replies false
     done
   done
-  bench L32_b1024_s1 --fixed-tokens 32 --messages 300000 --max-batch-size 1024 --max-batch-tokens 32768 \
+  bench L32_b1024_s1 --fixed-tokens 32 --messages 20000 --max-batch-size 1024 --max-batch-tokens 32768 \
     --draft-replies false --model-sessions 1
-  bench L32_b1024_nobind --fixed-tokens 32 --messages 300000 --max-batch-size 1024 --max-batch-tokens 32768 \
+  bench L32_b1024_nobind --fixed-tokens 32 --messages 20000 --max-batch-size 1024 --max-batch-tokens 32768 \
     --draft-replies false --io-binding false
-  bench L24_b512_drafts --fixed-tokens 24 --messages 300000 --max-batch-size 512 --max-batch-tokens 12288
-  bench mix_values_gpu --messages 200000 --max-batch-size 256 --max-batch-tokens 16384
+  bench L24_b512_drafts --fixed-tokens 24 --messages 20000 --max-batch-size 512 --max-batch-tokens 12288
+  bench mix_values_gpu --messages 20000 --max-batch-size 256 --max-batch-tokens 16384
 fi
 kill "$smi" 2>/dev/null
 if [[ -s $out/smi.csv ]]; then
@@ -97,7 +105,7 @@ if [[ -s $out/smi.csv ]]; then
 fi
 
 # 3. The anchor: PyTorch eager fp16 (SDPA) on an encoder of the shipped model's shape.
-if [[ $ep == cuda ]] && python3 -c "import torch, transformers" 2>/dev/null; then
+if [[ $ep == cuda && $mode == full ]] && python3 -c "import torch, transformers" 2>/dev/null; then
   python3 - "$model/labels.json" <<'PY' 2>&1 | tee -a "$summary"
 import json, sys, time, torch
 from transformers import BertConfig, BertModel

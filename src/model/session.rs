@@ -1,17 +1,18 @@
 //! The ONNX Runtime session: loading libonnxruntime, building a session for one execution
 //! provider, and running one padded batch. Owned by a single thread; never shared.
 //!
-//! Two ways to feed a batch: borrowed host buffers (`Io::Host`, the CPU default), or an
-//! [`IoBinding`] whose input and output tensors live in host memory from the session's own
-//! allocator (`Io::Bound`, the CUDA default: that allocator is page-locked, so the copies to and
-//! from the GPU are direct DMA instead of a staging copy). Either way only `logits` is fetched.
+//! Two ways to feed a batch: borrowed host buffers (`Io::Host`, the default), or an
+//! [`IoBinding`] (`Io::Bound`, `--io-binding true`, CPU only) whose tensors come from the
+//! session's allocator. Either way only `logits` is fetched. On ONNX Runtime 1.31.1's CUDA
+//! provider every bound run of this graph failed on the H200 ("dst_data != src_data" in
+//! GPUDataTransfer::CopyTensorAsync), with page-locked inputs and outputs and with page-locked
+//! outputs alone, so CUDA sessions refuse it at startup.
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use ort::ep::{self, ExecutionProvider as _};
 use ort::logging::LogLevel;
-use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{HasSelectedOutputs, IoBinding, OutputSelector, RunOptions, Session};
 use ort::value::{Tensor, TensorRef};
@@ -102,12 +103,9 @@ enum Io {
     Bound(Box<Bound>),
 }
 
-/// Tensors from `inputs`/`outputs` (page-locked host memory on CUDA; `None`: the session's
-/// default allocator), bound to the session once per batch.
+/// Tensors from the session's allocator, bound to the session once per batch.
 struct Bound {
     binding: IoBinding,
-    inputs: Option<Allocator>,
-    outputs: Option<Allocator>,
 }
 
 /// A loaded session and the way batches reach it.
@@ -169,22 +167,16 @@ impl Engine {
         }
         let token_type_input = names.contains(&"token_type_ids");
         let runtime = |e: ort::Error| ModelError::Runtime(e.to_string());
-        let io = if cfg.io_binding(provider) {
-            let pinned = |memory: MemoryType| match provider {
-                ActiveProvider::Cuda => MemoryInfo::new(
-                    AllocationDevice::CUDA_PINNED,
-                    0,
-                    AllocatorType::Device,
-                    memory,
-                )
-                .and_then(|info| Allocator::new(&session, info))
-                .map(Some),
-                ActiveProvider::Cpu => Ok(None),
-            };
+        let io = if cfg.io_binding() {
+            if provider == ActiveProvider::Cuda {
+                return Err(ModelError::Provider(
+                    "--io-binding fails on ONNX Runtime's CUDA provider with this model \
+                     (GPUDataTransfer::CopyTensorAsync); run CUDA without it"
+                        .into(),
+                ));
+            }
             Io::Bound(Box::new(Bound {
                 binding: session.create_binding().map_err(runtime)?,
-                inputs: pinned(MemoryType::CPUInput).map_err(runtime)?,
-                outputs: pinned(MemoryType::CPUOutput).map_err(runtime)?,
             }))
         } else {
             Io::Host {
@@ -248,15 +240,11 @@ impl Engine {
                     .map_err(err)?
             }
             Io::Bound(bound) => {
-                let Bound {
-                    binding,
-                    inputs,
-                    outputs,
-                } = &mut **bound;
-                let input_alloc = inputs.as_ref().unwrap_or_else(|| self.session.allocator());
-                let mut ids = Tensor::<i64>::new(input_alloc, shape).map_err(err)?;
-                let mut mask = Tensor::<i64>::new(input_alloc, shape).map_err(err)?;
-                let mut types = Tensor::<i64>::new(input_alloc, shape).map_err(err)?;
+                let Bound { binding } = &mut **bound;
+                let alloc = self.session.allocator();
+                let mut ids = Tensor::<i64>::new(alloc, shape).map_err(err)?;
+                let mut mask = Tensor::<i64>::new(alloc, shape).map_err(err)?;
+                let mut types = Tensor::<i64>::new(alloc, shape).map_err(err)?;
                 fill(
                     batch,
                     len,
@@ -264,14 +252,12 @@ impl Engine {
                     mask.extract_tensor_mut().1,
                     types.extract_tensor_mut().1,
                 );
-                // Binding queues the host-to-device copy (asynchronous from page-locked memory).
                 binding.bind_input("input_ids", &ids).map_err(err)?;
                 binding.bind_input("attention_mask", &mask).map_err(err)?;
                 if self.token_type_input {
                     binding.bind_input("token_type_ids", &types).map_err(err)?;
                 }
-                let output_alloc = outputs.as_ref().unwrap_or_else(|| self.session.allocator());
-                let logits = Tensor::<f32>::new(output_alloc, [n, 8]).map_err(err)?;
+                let logits = Tensor::<f32>::new(alloc, [n, 8]).map_err(err)?;
                 binding.bind_output("logits", logits).map_err(err)?;
                 self.session.run_binding(binding).map_err(err)?
             }

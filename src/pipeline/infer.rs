@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::batcher::Batch;
 use crate::model::{Engine, Scorer, Tokenizer};
+use crate::reply::language::identify;
 use crate::telemetry::metrics;
 
 use super::{Classified, DeadLetter, Job, Outcome, Tokenized};
@@ -34,7 +35,8 @@ pub(super) fn spawn_tokenizers(
                     let sent = match tokenizer.encode(&job.msg.text) {
                         Ok(enc) => {
                             hist.observe(start.elapsed().as_secs_f64());
-                            out.blocking_send(Tokenized { job, enc }).is_ok()
+                            let language = identify(job.msg.language.as_deref(), &job.msg.text);
+                            out.blocking_send(Tokenized { job, enc, language }).is_ok()
                         }
                         Err(e) => failed
                             .blocking_send(Classified {
@@ -96,7 +98,11 @@ fn run_model(
         let ended_wall = SystemTime::now();
         let size = batch.items.len() as i64;
         for (i, (item, wait)) in batch.items.into_iter().zip(batch.queue_waits).enumerate() {
-            let Job { origin, msg } = item.job;
+            let Tokenized {
+                job: Job { origin, msg },
+                language,
+                ..
+            } = item;
             origin.trace.stage(
                 "batch_wait",
                 started_wall.checked_sub(wait).unwrap_or(started_wall),
@@ -116,6 +122,7 @@ fn run_model(
                 Ok(logits) => Outcome::Scored {
                     msg: Box::new(msg),
                     scored: scorer.score(&logits[i]),
+                    language,
                 },
                 Err(e) => Outcome::DeadLetter(DeadLetter {
                     kind: "model_error",

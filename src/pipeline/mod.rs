@@ -62,6 +62,9 @@ pub struct Job {
 pub struct Tokenized {
     pub job: Job,
     pub enc: Encoded,
+    /// The message's language (`reply::language::identify`), found here on the tokenizer
+    /// threads rather than in the post stage, which runs on one task.
+    pub language: String,
 }
 
 impl Tokens for Encoded {
@@ -90,6 +93,7 @@ pub enum Outcome {
     Scored {
         msg: Box<CustomerMessage>,
         scored: Scored,
+        language: String,
     },
     DeadLetter(DeadLetter),
 }

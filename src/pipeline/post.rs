@@ -53,6 +53,7 @@ pub fn now_ms() -> i64 {
 pub fn emotion_result(
     msg: &CustomerMessage,
     scored: &Scored,
+    language: String,
     origin: &Origin,
     model_version: &str,
 ) -> EmotionResult {
@@ -77,7 +78,7 @@ pub fn emotion_result(
         source_topic: origin.topic.to_string(),
         source_partition: origin.partition,
         source_offset: origin.offset,
-        language: crate::reply::language::identify(msg.language.as_deref(), &msg.text),
+        language,
     }
 }
 
@@ -101,12 +102,17 @@ impl Enricher {
             .into_iter()
             .map(|Classified { origin, outcome }| {
                 let result = match outcome {
-                    Outcome::Scored { msg, scored } => {
+                    Outcome::Scored {
+                        msg,
+                        scored,
+                        language,
+                    } => {
                         metrics()
                             .emotions
                             .with_label_values(&[scored.primary.as_str()])
                             .inc();
-                        let emotion = emotion_result(&msg, &scored, &origin, &self.model_version);
+                        let emotion =
+                            emotion_result(&msg, &scored, language, &origin, &self.model_version);
                         Ok((msg, emotion))
                     }
                     Outcome::DeadLetter(dl) => Err(dl),
@@ -298,6 +304,7 @@ mod tests {
                 c.outcome = Outcome::Scored {
                     msg: Box::new(msg),
                     scored,
+                    language: "en".into(),
                 };
                 out.push(c);
             }

@@ -225,35 +225,24 @@ pub fn demo_stream(seed: u64, count: usize) -> Vec<CustomerMessage> {
             sent_at,
         ));
     }
-    let base = out.len();
-    for (turn, t) in ESCALATING.iter().enumerate() {
-        let text = fill(t, "A48213");
-        let sent_at = now - 50_000 + turn as i64 * 8_000;
-        out.push(message(
-            &mut rng,
-            base + turn,
-            "conv-angry".into(),
-            "cust-angry".into(),
-            "chat",
-            "acme",
-            text,
-            sent_at,
-        ));
-    }
-    let base = out.len();
-    for (turn, t) in ESCALATING_ZH.iter().enumerate() {
-        let text = fill(t, "G77102");
-        let sent_at = now - 48_000 + turn as i64 * 8_000;
-        out.push(message(
-            &mut rng,
-            base + turn,
-            "conv-angry-zh".into(),
-            "cust-angry-zh".into(),
-            "chat",
-            "globex",
-            text,
-            sent_at,
-        ));
+    // The angry conversations, a turn every 8 s, in English (acme) and Chinese (globex).
+    for (turns, order, id, tenant, start) in [
+        (ESCALATING, "A48213", "angry", "acme", now - 50_000),
+        (ESCALATING_ZH, "G77102", "angry-zh", "globex", now - 48_000),
+    ] {
+        let base = out.len();
+        for (turn, t) in turns.iter().enumerate() {
+            out.push(message(
+                &mut rng,
+                base + turn,
+                format!("conv-{id}"),
+                format!("cust-{id}"),
+                "chat",
+                tenant,
+                fill(t, order),
+                start + turn as i64 * 8_000,
+            ));
+        }
     }
     let base = out.len();
     for i in 0..40 {

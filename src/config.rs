@@ -625,6 +625,13 @@ mod tests {
     }
 
     #[test]
+    fn draft_threads_default_to_the_cores_up_to_four() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(run_config(&[]).draft.threads(), cores.min(4));
+        assert_eq!(run_config(&["--draft-threads", "6"]).draft.threads(), 6);
+    }
+
+    #[test]
     fn later_flags_override_earlier_ones() {
         let cfg = run_config(&["--drain-timeout-ms", "1000", "--drain-timeout-ms", "2000"]);
         assert_eq!(cfg.drain_timeout_ms, 2000);

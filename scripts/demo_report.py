@@ -18,8 +18,8 @@ for label, n in mix.most_common():
     print(f"  {label:<15} {n:>5}  {'#' * max(1, n * 40 // max(mix.values()))}")
 langs = collections.Counter(e.get("language", "und") for e in emotions)
 print("  by language: " + ", ".join(f"{lang} {n}" for lang, n in langs.most_common()))
-for conv in ("conv-angry", "conv-angry-zh"):
-    turns = [e for e in emotions if e["conversation_id"] == conv]
+for conv in ("-conv-angry", "-conv-angry-zh"):
+    turns = [e for e in emotions if e["conversation_id"].endswith(conv)]
     if turns:
         print(f"  {conv} ({turns[0].get('language', 'und')}), turn by turn: "
               + " -> ".join(f"{e['primary_emotion']} ({e['negativity']:.2f})" for e in turns))

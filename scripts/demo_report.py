@@ -21,7 +21,7 @@ print("  by language: " + ", ".join(f"{lang} {n}" for lang, n in langs.most_comm
 for conv in ("-conv-angry", "-conv-angry-zh"):
     turns = [e for e in emotions if e["conversation_id"].endswith(conv)]
     if turns:
-        print(f"  {conv} ({turns[0].get('language', 'und')}), turn by turn: "
+        print(f"  {conv[1:]} ({turns[0].get('language', 'und')}), turn by turn: "
               + " -> ".join(f"{e['primary_emotion']} ({e['negativity']:.2f})" for e in turns))
 print("  sample:")
 for e in emotions[:: max(1, len(emotions) // 8)][:8]:

@@ -172,6 +172,14 @@ async fn dead_letters_malformed_inputs_with_reasons_and_leaves_no_offset_gap() {
         assert!(!r.headers["moodstream.error.reason"].is_empty());
     }
     assert_eq!(dead[0].value, b"{not json", "the original bytes are kept");
+    // A value over --max-message-bytes is not copied, nor dead-lettered whole.
+    assert!(dead[4].value.is_empty(), "oversized value left out");
+    assert!(dead[4].headers["moodstream.error.reason"].contains("300000 bytes"));
+    assert!(
+        dead[4]
+            .headers
+            .contains_key("moodstream.dead_letter.truncated")
+    );
     assert!(worker.terminate().success());
     let (committed, ends) = committed_and_end(&group, input);
     assert_eq!(

@@ -49,7 +49,11 @@ pub mod defaults {
 pub struct EscalationConfig {
     /// Redis URL shared by all replicas (`redis://host:6379/0`). Unset: in-memory windows only,
     /// which is correct for a single replica.
-    #[arg(long = "redis-url", env = "MOODSTREAM_REDIS_URL")]
+    #[arg(
+        long = "redis-url",
+        env = "MOODSTREAM_REDIS_URL",
+        hide_env_values = true
+    )]
     pub redis_url: Option<RedisUrl>,
 
     /// Redis ACL user name (Redis 6+), when not in the URL.

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moodstream::escalation::testkit::{
-    ANGRIER_CONVERSATION, burst_start, interleaved_turns, message, observe_in_rounds, result,
-    surge_replay,
+    ANGRIER_CONVERSATION, ANGRY_THEN_CALMED, burst_start, interleaved_turns, message,
+    observe_and_replay, observe_in_rounds, result, surge_replay,
 };
 use moodstream::escalation::{
     Clock, EscalationConfig, EscalationEvent, EscalationKind, Escalator, ManualClock, Observation,
@@ -254,6 +254,58 @@ async fn replicas_sharing_redis_see_one_conversation_and_raise_one_trend_event()
         }
     }
     assert_eq!(turns_with_events, vec![6]);
+    forget(&url, &cfg).await;
+}
+
+/// Issue 14: a replay after `kill -9` raises the events of the first pass again, with the same
+/// ids, and the Redis store detects the redelivery as the memory store does.
+#[tokio::test]
+async fn a_replayed_conversation_raises_the_same_events_with_redis() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let (clock, [escalator, _]) = two_replicas(&cfg).await;
+    for from in [0, 3, 5, 7] {
+        let conversation = format!("conv-replay-{from}");
+        let (first, replay) =
+            observe_and_replay(&escalator, &clock, &conversation, &ANGRY_THEN_CALMED, from).await;
+        assert_eq!(first[5].len(), 1, "turn 6 escalates");
+        assert_eq!(replay, first[from..], "replayed from turn {}", from + 1);
+    }
+    assert!(!escalator.is_degraded());
+    forget(&url, &cfg).await;
+}
+
+/// Issue 14: Redis took a message for a duplicate when its id was the tail of a stored one
+/// (suffix match); the memory store compares ids. Both now compare ids.
+#[tokio::test]
+async fn redis_and_memory_stores_agree_on_duplicates() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let memory_cfg = EscalationConfig {
+        redis_url: None,
+        ..cfg.clone()
+    };
+    let clock = Arc::new(ManualClock::new(T0));
+    let shared = Escalator::new(&cfg, clock.clone()).await;
+    let memory = Escalator::new(&memory_cfg, clock.clone()).await;
+    for escalator in [&shared, &memory] {
+        let mut turns = Vec::new();
+        for id in ["order\t42", "42", "42", "order\t42"] {
+            clock.advance_ms(1_000);
+            let msg = message(id, "conv-dup", "cust-dup", clock.now_ms());
+            let res = result(&msg, Emotion::Neutral, 0.1, 0.9);
+            turns.push(observe(escalator, &msg, &res).await.trend.turns);
+        }
+        // Two messages, each redelivered once; a redelivery sees the window as at its turn.
+        assert_eq!(turns, [1, 2, 2, 1]);
+    }
+    assert!(!shared.is_degraded());
     forget(&url, &cfg).await;
 }
 

@@ -357,7 +357,22 @@ fn detect(
     rec: &Record,
     snapshot: &Snapshot,
 ) -> (ConversationTrend, Vec<Detection>) {
-    let assessment = trend::assess(cfg, &snapshot.turns);
+    // A redelivered message (a replay after a crash, a failed delivery or an aborted
+    // transaction) is judged on the window as it stood at its own turn, not the newest one,
+    // so it yields the same detection (and, its claim token being the same, the same event).
+    let window = match snapshot.duplicate {
+        false => &snapshot.turns[..],
+        true => match snapshot
+            .turns
+            .iter()
+            .position(|t| t.message_id == rec.turn.message_id)
+        {
+            Some(at) => &snapshot.turns[..=at],
+            // Trimmed out of the window since: too old to judge again.
+            None => &[],
+        },
+    };
+    let assessment = trend::assess(cfg, window);
     let mut detections: Vec<Detection> = assessment.detection.into_iter().collect();
     if rec.negative {
         detections.extend(repeat::assess(cfg, &snapshot.contacts, rec.event_ms));
@@ -455,6 +470,26 @@ pub(crate) mod tests {
         assert!(observations[5..].iter().all(|o| o.trend.escalated));
         assert_eq!(observations[7].trend.turns, 8);
         assert!(!escalator.is_degraded());
+    }
+
+    /// Issue 14: a redelivered turn was judged on the conversation's newest window, so a
+    /// replay after `kill -9` lost the escalation its first pass had raised.
+    #[tokio::test]
+    async fn a_replayed_conversation_raises_the_same_events() {
+        let (escalator, clock) = in_memory(EscalationConfig::default()).await;
+        for from in [0, 3, 5, 7] {
+            let conversation = format!("conv-replay-{from}");
+            let (first, replay) = testkit::observe_and_replay(
+                &escalator,
+                &clock,
+                &conversation,
+                &testkit::ANGRY_THEN_CALMED,
+                from,
+            )
+            .await;
+            assert_eq!(first[5].len(), 1, "turn 6 escalates");
+            assert_eq!(replay, first[from..], "replayed from turn {}", from + 1);
+        }
     }
 
     #[tokio::test]

@@ -21,7 +21,8 @@ use super::surge::SurgeWindow;
 /// Appends the message to its windows and reads them back.
 ///
 /// KEYS: conversation list, conversation trend cooldown, customer zset, surge key prefix.
-/// ARGV: 1 encoded turn, 2 "\t" .. message id (duplicate check), 3 max turns, 4 conversation
+/// ARGV: 1 encoded turn, 2 message id (duplicate check: equal to a stored turn's id, the field
+/// after its fourth tab, as the memory store compares), 3 max turns, 4 conversation
 /// TTL s, 5 negative (1/0), 6 contact member, 7 event ms, 8 repeat cut-off ms, 9 repeat TTL s,
 /// 10 contact cap, 11 event bucket, 12 now bucket, 13 recent buckets, 14 baseline buckets,
 /// 15 surge TTL s, 16 negatives entry, 17 negatives cap.
@@ -32,10 +33,9 @@ use super::surge::SurgeWindow;
 /// standalone Redis (not Cluster).
 const RECORD_SCRIPT: &str = r"
 local turns = redis.call('LRANGE', KEYS[1], 0, -1)
-local suffix = ARGV[2]
 local dup = 0
 for _, t in ipairs(turns) do
-  if string.sub(t, -#suffix) == suffix then dup = 1 break end
+  if string.match(t, '^[^\t]*\t[^\t]*\t[^\t]*\t[^\t]*\t(.*)$') == ARGV[2] then dup = 1 break end
 end
 if dup == 0 then
   redis.call('RPUSH', KEYS[1], ARGV[1])
@@ -231,7 +231,7 @@ impl RedisStore {
                     .key(&rec.keys.customer)
                     .key(&rec.keys.surge_prefix)
                     .arg(encode_turn(&rec.turn))
-                    .arg(format!("\t{}", rec.turn.message_id))
+                    .arg(&rec.turn.message_id)
                     .arg(cfg.trend_max_turns)
                     .arg(cfg.trend_ttl_secs)
                     .arg(u8::from(rec.negative))

@@ -149,7 +149,8 @@ pub(crate) struct Snapshot {
     /// The message was already in its conversation window (a redelivery): nothing was counted
     /// again.
     pub duplicate: bool,
-    /// The conversation's turns, oldest first, ending with this message.
+    /// The conversation's turns, oldest first, ending with this message (a duplicate: the
+    /// newest turns, this message's somewhere among them, if not trimmed away).
     pub turns: Vec<Turn>,
     /// Severity of the conversation's open trend incident, if any.
     pub conversation_cooldown: Option<Severity>,

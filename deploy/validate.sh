@@ -221,6 +221,9 @@ for values in "$CHART"/ci/*-values.yaml; do
   case $scenario in
     *keda*) render_and_validate "$scenario" "$values" "expect:kind: ScaledObject" \
               "expect:kind: TriggerAuthentication" "expect:kind: ServiceMonitor" ;;
+    *statefulset*) render_and_validate "$scenario" "$values" "expect:kind: StatefulSet" \
+              "expect:  podManagementPolicy: Parallel" "expect:            - name: MOODSTREAM_GROUP_INSTANCE_ID" \
+              "expect:    kind: StatefulSet" ;;
     *hpa*) render_and_validate "$scenario" "$values" "expect:kind: HorizontalPodAutoscaler" ;;
     *) render_and_validate "$scenario" "$values" ;;
   esac

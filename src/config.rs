@@ -355,6 +355,11 @@ pub struct RunConfig {
     /// across its restarts (so a restart fences its zombie). Default `moodstream-<group>-<hostname>`.
     #[arg(long, env = "MOODSTREAM_TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,
+    /// Static group membership (`group.instance.id`), stable across this replica's restarts
+    /// (the chart's StatefulSet sets the pod name): a restart within the session timeout gets
+    /// the same partitions back without a rebalance. Unique per replica.
+    #[arg(long, env = "MOODSTREAM_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "MOODSTREAM_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: String,

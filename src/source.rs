@@ -227,6 +227,9 @@ pub fn connect(
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
         .set("statistics.interval.ms", "5000")
         .set("allow.auto.create.topics", "false");
+    if let Some(id) = &cfg.group_instance_id {
+        client.set("group.instance.id", id);
+    }
     let consumer: KafkaConsumer = client.create_with_context(SourceContext {
         tracker,
         health,

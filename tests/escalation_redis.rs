@@ -415,3 +415,112 @@ async fn a_round_in_one_round_trip_observes_what_its_messages_observe_one_by_one
         }
     }
 }
+
+/// Commands Redis has executed (scripts' own commands included), from `INFO commandstats`.
+async fn commands_executed(url: &str) -> u64 {
+    let client = redis::Client::open(url).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .expect("info");
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Issue 14: under a surge every negative message read each bucket of the surge windows with
+/// its own `HMGET` (96 with the defaults), so a round of 256 ran ~25,000 commands exactly when
+/// the rounds must be fast. Measured against a real Redis (its own, so no other test's
+/// commands count): now about 20 per message (its windows, its cooldown claim), whatever the
+/// size of the surge windows.
+#[tokio::test]
+async fn a_surge_round_costs_a_few_commands_per_message() {
+    if skipped() {
+        return;
+    }
+    let redis = RedisProcess::start().await;
+    let cfg = config(&redis.url());
+    let clock = Arc::new(ManualClock::new(T0));
+    let escalator = Escalator::new(&cfg, clock.clone()).await;
+    let round: Vec<(CustomerMessage, EmotionResult)> = (0..256)
+        .map(|i| anger(&format!("s{i}"), &format!("surge-conv-{i}"), clock.now_ms()))
+        .collect();
+    let items: Vec<(&CustomerMessage, &EmotionResult)> =
+        round.iter().map(|(m, r)| (m, r)).collect();
+    let before = commands_executed(&redis.url()).await;
+    let started = std::time::Instant::now();
+    let observations = escalator.observe_batch(&items).await;
+    let took = started.elapsed();
+    let commands = commands_executed(&redis.url()).await - before;
+    assert_eq!(observations.len(), 256);
+    assert!(
+        !escalator.is_degraded(),
+        "the round stayed under the Redis timeout"
+    );
+    let per_message = commands as f64 / 256.0;
+    println!(
+        "surge round of 256 negative messages: {commands} Redis commands ({per_message:.1} per \
+         message), {took:.1?}"
+    );
+    assert!(per_message < 30.0, "{per_message:.1} commands per message");
+}
+
+/// The surge bucket hash lives as long as messages keep coming (each write refreshes its TTL),
+/// so old buckets are dropped from it: it stays bounded over hours of traffic.
+#[tokio::test]
+async fn the_surge_bucket_hash_stays_bounded() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let clock = Arc::new(ManualClock::new(T0));
+    let escalator = Escalator::new(&cfg, clock.clone()).await;
+    let bucket_ms = cfg.surge_bucket_secs as i64 * 1_000;
+    let windows = (cfg.surge_window_secs + cfg.surge_baseline_secs) / cfg.surge_bucket_secs;
+    for i in 0..(6 * windows) {
+        clock.advance_ms(bucket_ms);
+        let msg = message(
+            &format!("b{i}"),
+            &format!("bounded-{i}"),
+            "cust-b",
+            clock.now_ms(),
+        );
+        let res = result(&msg, Emotion::Neutral, 0.1, 0.9);
+        observe(&escalator, &msg, &res).await;
+    }
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:esc:surge:*:b", cfg.redis_key_prefix))
+        .query_async(&mut con)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let fields: u64 = redis::cmd("HLEN")
+        .arg(&keys[0])
+        .query_async(&mut con)
+        .await
+        .expect("hlen");
+    assert!(
+        fields <= 4 * windows + 9,
+        "{fields} fields for {windows} buckets of window"
+    );
+    forget(&url, &cfg).await;
+}

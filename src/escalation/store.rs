@@ -15,7 +15,7 @@
 //! |---|---|---|---|
 //! | `<p>:esc:conv:<h>` | list | last N turns `event_ms \t negativity \t emotion \t confidence \t message_id` | trend TTL |
 //! | `<p>:esc:cust:<h>` | zset | negative messages `conversation hash \t message_id`, score = event ms | repeat window |
-//! | `<p>:esc:surge:<h>:<bucket>` | hash | `t` total, `n` negative messages in the bucket | windows + late tolerance |
+//! | `<p>:esc:surge:<h>:b` | hash | `t:<bucket>` total, `n:<bucket>` negative messages per bucket (read in one `HMGET`) | windows + late tolerance, refreshed by writes; buckets past it dropped |
 //! | `<p>:esc:surge:<h>:neg` | list | latest negatives `event_ms \t message_id` | same |
 //! | `<p>:esc:cooldown:<kind>:<h>` | string | `severity:token` of the open incident | kind's cooldown |
 
@@ -46,7 +46,7 @@ pub(crate) fn hash_id(parts: &[&str]) -> String {
 pub(crate) struct Keys {
     pub conversation: String,
     pub customer: String,
-    /// Bucket keys are this plus the bucket index; the negatives list is this plus `neg`.
+    /// The bucket hash is this plus `b`; the negatives list is this plus `neg`.
     pub surge_prefix: String,
     pub conversation_hash: String,
     pub customer_hash: String,

@@ -524,3 +524,26 @@ async fn the_surge_bucket_hash_stays_bounded() {
     );
     forget(&url, &cfg).await;
 }
+
+/// Issue 14: a backlog replayed long after it was sent reports its surge at its event time,
+/// with Redis as with the memory store.
+#[tokio::test]
+async fn a_backlog_replayed_a_day_later_reports_its_surge_with_redis() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let clock = Arc::new(ManualClock::new(T0 + 24 * 3_600_000));
+    let escalator = Escalator::new(&cfg, clock.clone()).await;
+    let mut events = Vec::new();
+    for (msg, res) in &surge_replay(T0, "acme") {
+        clock.advance_ms(1);
+        events.extend(observe(&escalator, msg, res).await.events);
+    }
+    assert!(!escalator.is_degraded());
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].kind, EscalationKind::Surge);
+    assert!(events[0].first_seen >= burst_start(T0));
+    forget(&url, &cfg).await;
+}

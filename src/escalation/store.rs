@@ -84,10 +84,14 @@ impl Keys {
 /// One message, as the stores record it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Record {
-    /// Processing time of this replica.
+    /// Processing time of this replica (expiry of in-memory state, `detected_at`).
     pub now_ms: i64,
-    /// `sent_at`, clamped: future times become now; times older than the late tolerance
-    /// become now too (counted in the current bucket).
+    /// Event time of the windows: the watermark of the message's input partition (the latest
+    /// `sent_at` seen there, never past processing time), so a backlog replayed after downtime
+    /// is judged at the times its messages were sent, as it was live.
+    pub clock_ms: i64,
+    /// `sent_at`, clamped: future times become the event clock; times older than the late
+    /// tolerance (behind the watermark) become the event clock too (the current bucket).
     pub event_ms: i64,
     /// `sent_at` was older than the late tolerance.
     pub late: bool,
@@ -100,18 +104,31 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// A message judged at processing time (`clock_ms` = `now_ms`).
+    #[cfg(test)]
     pub fn new(
         cfg: &EscalationConfig,
         msg: &CustomerMessage,
         result: &EmotionResult,
         now_ms: i64,
     ) -> Self {
+        Self::at(cfg, msg, result, now_ms, now_ms)
+    }
+
+    /// A message judged at event time `clock_ms` (its partition's watermark).
+    pub fn at(
+        cfg: &EscalationConfig,
+        msg: &CustomerMessage,
+        result: &EmotionResult,
+        now_ms: i64,
+        clock_ms: i64,
+    ) -> Self {
         let tolerance = i64::try_from(cfg.late_tolerance_ms).unwrap_or(i64::MAX);
-        let late = msg.sent_at < now_ms.saturating_sub(tolerance);
+        let late = msg.sent_at < clock_ms.saturating_sub(tolerance);
         let event_ms = if late {
-            now_ms
+            clock_ms
         } else {
-            msg.sent_at.min(now_ms)
+            msg.sent_at.min(clock_ms)
         };
         let emotion = result.primary();
         let negative = counts_as_negative(emotion, result.negativity, cfg.negativity_threshold);
@@ -119,6 +136,7 @@ impl Record {
         let bucket_ms = cfg.bucket_ms();
         Self {
             now_ms,
+            clock_ms,
             event_ms,
             late,
             negative,
@@ -132,7 +150,7 @@ impl Record {
             keys: Keys::new(&cfg.redis_key_prefix, msg, &surge),
             surge,
             event_bucket: event_ms.div_euclid(bucket_ms),
-            now_bucket: now_ms.div_euclid(bucket_ms),
+            now_bucket: clock_ms.div_euclid(bucket_ms),
         }
     }
 

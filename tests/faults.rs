@@ -561,3 +561,69 @@ async fn stall_longer_than_max_poll_interval_keeps_group_membership() {
     let (committed, ends) = committed_and_end(&group, input);
     assert_eq!(committed, ends);
 }
+
+/// Issue 14: a partition revoked while records of it were in the open transaction (its drain
+/// timed out: transactions here last longer than the drain timeout) was forgotten, and the
+/// transaction could then commit those outputs without their offsets (the next owner produces
+/// them again). Now the transaction is aborted and the worker exits non-zero; each output
+/// appears once to `read_committed` readers. (The broker's group-generation fencing often
+/// rejected such a commit before, too, so this passes against the old worker as well; the
+/// tracker's unit tests pin the abort rule.)
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_aborts_the_transaction_of_a_partition_revoked_mid_transaction() {
+    let _serial = SERIAL.lock().await;
+    let topics = TestTopics::create("eos-revoke", 1, 4).await;
+    let input = &topics.inputs[0];
+    let n = 2000 * scale();
+    let msgs = messages("eos-revoke", 0..n);
+    produce_json(input, &msgs).await;
+    let group = unique("eos-revoke-group");
+    let flags = |id: &str| {
+        vec![
+            "--exactly-once".to_string(),
+            "--transactional-id".to_string(),
+            id.to_string(),
+            "--commit-interval-ms".to_string(),
+            "8000".to_string(),
+            "--drain-timeout-ms".to_string(),
+            "2000".to_string(),
+            "--session-timeout-ms".to_string(),
+            "6000".to_string(),
+        ]
+    };
+    let (a_id, b_id) = (unique("eos-revoke-a"), unique("eos-revoke-b"));
+    let a_flags = flags(&a_id);
+    let a_flags: Vec<&str> = a_flags.iter().map(String::as_str).collect();
+    let mut a = Worker::start(&group, &topics, &a_flags);
+    a.wait_ready(WAIT);
+    tokio::time::sleep(Duration::from_secs(3)).await; // mid-transaction
+    let b_flags = flags(&b_id);
+    let b_flags: Vec<&str> = b_flags.iter().map(String::as_str).collect();
+    let b = Worker::start(&group, &topics, &b_flags);
+    // The first worker exits non-zero once it aborted (the usual case: it is mid-transaction
+    // when the second one joins); it restarts, as Kubernetes would restart it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let mut a_status = None;
+    while a_status.is_none() && std::time::Instant::now() < deadline {
+        a_status = a.child.try_wait().expect("wait");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("eos-revoke: the first worker exited: {a_status:?}");
+    let others = match a_status {
+        Some(status) => {
+            assert!(!status.success(), "an aborted transaction is fatal");
+            let c_flags = flags(&a_id);
+            let c_flags: Vec<&str> = c_flags.iter().map(String::as_str).collect();
+            vec![b, Worker::start(&group, &topics, &c_flags)]
+        }
+        None => vec![b, a],
+    };
+    wait_for_results(&topics, &ids(&msgs));
+    for w in others {
+        assert!(w.terminate().success());
+    }
+    let all = read_to_end(&[&topics.emotions], WAIT);
+    let unique_ids = message_ids(&all);
+    assert_eq!(unique_ids.len(), n);
+    assert_eq!(all.len(), n, "read_committed readers see each result once");
+}

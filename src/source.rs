@@ -70,9 +70,12 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 impl ClientContext for SourceContext {
     fn stats(&self, stats: Statistics) {
         let gauge = &metrics().consumer_lag;
+        // Only assigned partitions: librdkafka also reports partitions it merely knows of.
+        let assignment = self.assignment.lock().expect("assignment poisoned: bug");
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                let assigned = assignment.contains_key(&(topic.clone(), *partition));
+                if *partition >= 0 && p.consumer_lag >= 0 && assigned {
                     gauge
                         .with_label_values(&[topic.as_str(), &partition.to_string()])
                         .set(p.consumer_lag);

@@ -344,6 +344,7 @@ pub fn spawn(source: Source) -> JoinHandle<()> {
                     Wait::Until(at) => at
                         .saturating_duration_since(Instant::now())
                         .min(Duration::from_millis(100)),
+                    Wait::Queue => Duration::from_millis(10),
                     // Wake as soon as the sink frees room; still serve callbacks every 20 ms.
                     Wait::Room => {
                         tracker.wait_below(
@@ -467,8 +468,10 @@ struct Held {
 /// What the poll loop waits for before its next pass.
 enum Wait {
     Idle,
-    /// Room in the pipeline.
+    /// Room in the in-flight budgets.
     Room,
+    /// Room in the next stage's queue (no notification: poll briefly and try again).
+    Queue,
     /// A registry retry.
     Until(Instant),
 }
@@ -658,8 +661,8 @@ impl Poller {
                 {
                     wait = match wait {
                         Wait::Until(t) if t <= *at => Wait::Until(t),
-                        Wait::Room => Wait::Room,
-                        _ => Wait::Until(*at),
+                        Wait::Idle | Wait::Until(_) => Wait::Until(*at),
+                        other => other,
                     };
                     blocked.insert(key);
                     i += 1;
@@ -698,7 +701,7 @@ impl Poller {
                             ..h
                         },
                     );
-                    wait = Wait::Room;
+                    wait = Wait::Queue;
                     break;
                 }
             }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moodstream::escalation::testkit::{
-    ANGRIER_CONVERSATION, ANGRY_THEN_CALMED, burst_start, interleaved_turns, message,
+    ANGRIER_CONVERSATION, angry_then_calmed, burst_start, interleaved_turns, message,
     observe_and_replay, observe_in_rounds, result, surge_replay,
 };
 use moodstream::escalation::{
@@ -269,8 +269,14 @@ async fn a_replayed_conversation_raises_the_same_events_with_redis() {
     let (clock, [escalator, _]) = two_replicas(&cfg).await;
     for from in [0, 3, 5, 7] {
         let conversation = format!("conv-replay-{from}");
-        let (first, replay) =
-            observe_and_replay(&escalator, &clock, &conversation, &ANGRY_THEN_CALMED, from).await;
+        let (first, replay) = observe_and_replay(
+            &escalator,
+            &clock,
+            &conversation,
+            &angry_then_calmed(),
+            from,
+        )
+        .await;
         assert_eq!(first[5].len(), 1, "turn 6 escalates");
         assert_eq!(replay, first[from..], "replayed from turn {}", from + 1);
     }

@@ -498,7 +498,7 @@ pub(crate) mod tests {
                 &escalator,
                 &clock,
                 &conversation,
-                &testkit::ANGRY_THEN_CALMED,
+                &testkit::angry_then_calmed(),
                 from,
             )
             .await;

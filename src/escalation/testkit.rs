@@ -29,17 +29,15 @@ pub const ANGRIER_CONVERSATION: [(f32, Emotion, f32); 8] = [
 /// Angrier until turn 6 (which escalates, as in [`ANGRIER_CONVERSATION`]), then calmed down:
 /// the newest window no longer says "escalate", so a replay of turn 6 must be judged on the
 /// window as it stood at turn 6.
-pub const ANGRY_THEN_CALMED: [(f32, Emotion, f32); 9] = [
-    (0.05, Emotion::Neutral, 0.8),
-    (0.10, Emotion::Confusion, 0.6),
-    (0.30, Emotion::Confusion, 0.6),
-    (0.50, Emotion::Frustration, 0.6),
-    (0.70, Emotion::Frustration, 0.7),
-    (0.80, Emotion::Frustration, 0.8),
-    (0.00, Emotion::Gratitude, 0.9),
-    (0.00, Emotion::Gratitude, 0.9),
-    (0.00, Emotion::Satisfaction, 0.9),
-];
+pub fn angry_then_calmed() -> Vec<(f32, Emotion, f32)> {
+    let mut turns = ANGRIER_CONVERSATION[..6].to_vec();
+    turns.extend([
+        (0.00, Emotion::Gratitude, 0.9),
+        (0.00, Emotion::Gratitude, 0.9),
+        (0.00, Emotion::Satisfaction, 0.9),
+    ]);
+    turns
+}
 
 /// Turns of a calm conversation: nothing escalates.
 pub const CALM_CONVERSATION: [(f32, Emotion, f32); 7] = [

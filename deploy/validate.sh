@@ -221,6 +221,9 @@ for values in "$CHART"/ci/*-values.yaml; do
   case $scenario in
     *keda*) render_and_validate "$scenario" "$values" "expect:kind: ScaledObject" \
               "expect:kind: TriggerAuthentication" "expect:kind: ServiceMonitor" ;;
+    *statefulset*) render_and_validate "$scenario" "$values" "expect:kind: StatefulSet" \
+              "expect:  podManagementPolicy: Parallel" "expect:            - name: MOODSTREAM_GROUP_INSTANCE_ID" \
+              "expect:    kind: StatefulSet" ;;
     *hpa*) render_and_validate "$scenario" "$values" "expect:kind: HorizontalPodAutoscaler" ;;
     *) render_and_validate "$scenario" "$values" ;;
   esac
@@ -245,6 +248,13 @@ check "rejects more KEDA replicas than partitions" \
   expect_failure "exceeds kafka.partitions" tpl --set autoscaling.keda.enabled=true --set kafka.partitions=3
 check "rejects SASL without a Secret" \
   expect_failure "needs kafka.sasl.existingSecret" tpl --set kafka.sasl.enabled=true --set kafka.sasl.username=svc
+check "rejects credentials in the Schema Registry URL" \
+  expect_failure "must not carry credentials" tpl --set kafka.schemaRegistryUrl=https://u:p@sr:8081
+registry_password_env() {
+  tpl --set kafka.schemaRegistryAuth.username=svc --set kafka.schemaRegistryAuth.existingSecret=sr |
+    grep -m1 -F 'name: MOODSTREAM_SCHEMA_REGISTRY_PASSWORD'
+}
+check "schemaRegistryAuth takes the password from its Secret" registry_password_env
 check "rejects secrets in kafka.options" \
   expect_failure "looks like a secret" tpl --set 'kafka.options.sasl\.password=x'
 check "rejects unknown SASL mechanism (values.schema.json)" \

@@ -442,8 +442,8 @@ mod tests {
     }
 
     fn tokenizer() -> Tokenizer {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("models/emotion/tokenizer.json");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/emotion/tokenizer.json");
         Tokenizer::load(&path, 128).expect("the shipped tokenizer loads")
     }
 

@@ -309,8 +309,20 @@ pub struct RunConfig {
     )]
     pub output_format: Format,
     /// Confluent Schema Registry URL; without it Avro schema ids resolve from schemas/registry.json.
-    #[arg(long, env = "MOODSTREAM_SCHEMA_REGISTRY_URL")]
+    /// Credentials belong in --schema-registry-username/-password (userinfo in the URL still
+    /// works, but the URL is configuration, not a secret).
+    #[arg(long, env = "MOODSTREAM_SCHEMA_REGISTRY_URL", hide_env_values = true)]
     pub schema_registry_url: Option<String>,
+    /// Schema Registry user (HTTP basic auth).
+    #[arg(long, env = "MOODSTREAM_SCHEMA_REGISTRY_USERNAME")]
+    pub schema_registry_username: Option<String>,
+    /// Schema Registry password (kept out of logs and --help output).
+    #[arg(
+        long,
+        env = "MOODSTREAM_SCHEMA_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub schema_registry_password: Option<String>,
     /// Directory holding the .avsc files and registry.json.
     #[arg(long, env = "MOODSTREAM_SCHEMA_DIR", default_value = "schemas")]
     pub schema_dir: PathBuf,
@@ -344,6 +356,15 @@ pub struct RunConfig {
     /// Most messages between consume and offset store (bounds memory; backpressure beyond).
     #[arg(long, env = "MOODSTREAM_MAX_IN_FLIGHT", default_value_t = 4096)]
     pub max_in_flight: usize,
+    /// Most key and value bytes between consume and offset store (backpressure beyond; one
+    /// larger record still goes through alone).
+    #[arg(long, env = "MOODSTREAM_MAX_IN_FLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_in_flight_bytes: usize,
+    /// How long a failing dependency (Schema Registry, the model) is retried, with backoff
+    /// and the affected partitions paused, before the worker gives up and exits non-zero
+    /// (its records are never dead-lettered), in ms.
+    #[arg(long, env = "MOODSTREAM_RETRY_TIMEOUT_MS", default_value_t = 60_000)]
+    pub retry_timeout_ms: u64,
     /// How long shutdown and partition revocation wait for in-flight messages, in ms.
     #[arg(long, env = "MOODSTREAM_DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
     pub drain_timeout_ms: u64,
@@ -363,6 +384,11 @@ pub struct RunConfig {
     /// across its restarts (so a restart fences its zombie). Default `moodstream-<group>-<hostname>`.
     #[arg(long, env = "MOODSTREAM_TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,
+    /// Static group membership (`group.instance.id`), stable across this replica's restarts
+    /// (the chart's StatefulSet sets the pod name): a restart within the session timeout gets
+    /// the same partitions back without a rebalance. Unique per replica.
+    #[arg(long, env = "MOODSTREAM_GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "MOODSTREAM_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: String,
@@ -413,6 +439,9 @@ impl RunConfig {
         if self.max_in_flight == 0 {
             return Err(ConfigError::Zero("max in flight"));
         }
+        if self.max_in_flight_bytes == 0 {
+            return Err(ConfigError::Zero("max in flight bytes"));
+        }
         if self.commit_interval_ms == 0 {
             return Err(ConfigError::Zero("commit interval"));
         }
@@ -435,6 +464,20 @@ impl RunConfig {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    pub fn retry_timeout(&self) -> Duration {
+        Duration::from_millis(self.retry_timeout_ms)
+    }
+
+    /// Schema Registry credentials from their own options.
+    pub fn schema_registry_credentials(&self) -> Option<crate::schema::Credentials> {
+        self.schema_registry_username
+            .as_ref()
+            .map(|username| crate::schema::Credentials {
+                username: username.clone(),
+                password: self.schema_registry_password.clone().unwrap_or_default(),
+            })
     }
 
     /// The `transactional.id` in exactly-once mode; `None` in at-least-once mode.
@@ -485,9 +528,6 @@ pub struct TelemetryConfig {
         default_value = "json"
     )]
     pub log_format: LogFormat,
-    /// Put message text and customer ids in logs and trace attributes (off: they are personal data).
-    #[arg(long, env = "MOODSTREAM_LOG_PII")]
-    pub log_pii: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -661,6 +701,37 @@ mod tests {
             .expect("rediss is supported");
         let bad = run_config(&["--escalation-negativity-threshold", "1.5"]);
         assert!(matches!(bad.validate(), Err(ConfigError::Escalation(_))));
+    }
+
+    #[test]
+    fn secrets_and_urls_never_show_in_help() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let run = cli.find_subcommand_mut("run").expect("run");
+        for flag in [
+            "kafka_sasl_password",
+            "redis_url",
+            "redis_password",
+            "schema_registry_url",
+            "schema_registry_password",
+        ] {
+            let arg = run
+                .get_arguments()
+                .find(|a| a.get_id() == flag)
+                .unwrap_or_else(|| panic!("--{flag} exists"));
+            assert!(arg.is_hide_env_values_set(), "--{flag} hides its env value");
+        }
+        let cfg = run_config(&[
+            "--schema-registry-username",
+            "svc",
+            "--schema-registry-password",
+            "pw",
+        ]);
+        let creds = cfg.schema_registry_credentials().expect("credentials");
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("svc", "pw")
+        );
     }
 
     #[test]

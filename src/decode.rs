@@ -3,7 +3,11 @@
 //! writer schema from a Schema Registry (cached) or from `schemas/registry.json`.
 //!
 //! Nothing here may panic on input, and no error message may carry the message's text or ids:
-//! errors end up in DLQ headers and logs.
+//! errors end up in DLQ headers and logs. So a parser's own message is never echoed (it quotes
+//! the input): a JSON error is its category and line/column, an Avro error a fixed sentence.
+//!
+//! A Schema Registry failure is no verdict on the record: [`DecodeError::is_transient`] tells
+//! the source to retry it, never to dead-letter it.
 
 use std::sync::Arc;
 
@@ -11,7 +15,7 @@ use apache_avro::Schema;
 
 use crate::config::Format;
 use crate::message::CustomerMessage;
-use crate::schema::{SchemaError, SchemaRegistry, contract, contracts};
+use crate::schema::{SchemaRegistry, contract, contracts};
 
 /// Why a record could not become a [`CustomerMessage`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -23,7 +27,7 @@ pub enum DecodeError {
     #[error("text is {chars} characters, over the {max}-character limit")]
     TextTooLong { chars: usize, max: usize },
     #[error("invalid JSON: {0}")]
-    Json(String),
+    Json(JsonErrorAt),
     #[error("not Confluent wire format: {0}")]
     WireFormat(&'static str),
     #[error("unknown schema id {0}")]
@@ -48,6 +52,46 @@ impl DecodeError {
             DecodeError::Registry(_) => "schema_registry_unavailable",
             DecodeError::Avro(_) => "malformed_avro",
             DecodeError::EmptyField(_) => "invalid_field",
+        }
+    }
+
+    /// The registry could not answer: the record is not bad, so it must be retried, never
+    /// dead-lettered.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DecodeError::Registry(_))
+    }
+}
+
+/// Where and what kind of JSON error: all a dead letter says about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonErrorAt {
+    pub category: &'static str,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for JsonErrorAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} error at line {} column {}",
+            self.category, self.line, self.column
+        )
+    }
+}
+
+impl From<&serde_json::Error> for JsonErrorAt {
+    fn from(e: &serde_json::Error) -> JsonErrorAt {
+        use serde_json::error::Category;
+        JsonErrorAt {
+            category: match e.classify() {
+                Category::Io => "read",
+                Category::Syntax => "syntax",
+                Category::Data => "schema",
+                Category::Eof => "unexpected end of input",
+            },
+            line: e.line(),
+            column: e.column(),
         }
     }
 }
@@ -114,7 +158,7 @@ impl Decoder {
             .reader_schema(&self.reader_schema)
             .build()
             .and_then(|r| r.read_value(&mut body))
-            .map_err(|e| DecodeError::Avro(avro_reason(&e)))?;
+            .map_err(|_| DecodeError::Avro(AVRO_DATUM.into()))?;
         if !body.is_empty() {
             return Err(DecodeError::Avro(format!(
                 "{} trailing bytes after the record",
@@ -122,14 +166,15 @@ impl Decoder {
             )));
         }
         apache_avro::from_value::<CustomerMessage>(&value)
-            .map_err(|e| DecodeError::Avro(avro_reason(&e)))
+            .map_err(|_| DecodeError::Avro(AVRO_CONTRACT.into()))
     }
 
     fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, DecodeError> {
         match self.registry.schema_by_id(id) {
             Ok(schema) => Ok(schema),
-            Err(SchemaError::UnknownId(id)) => Err(DecodeError::UnknownSchema(id)),
-            Err(e) => Err(DecodeError::Registry(e.to_string())),
+            Err(e) if e.is_transient() => Err(DecodeError::Registry(e.to_string())),
+            // Not found, or registered but unparsable: no schema to read the record with.
+            Err(_) => Err(DecodeError::UnknownSchema(id)),
         }
     }
 }
@@ -154,37 +199,13 @@ pub fn wire_format(schema_id: u32, datum: &[u8]) -> Vec<u8> {
 }
 
 fn decode_json(bytes: &[u8]) -> Result<CustomerMessage, DecodeError> {
-    serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(redact_quoted(&e.to_string())))
+    serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(JsonErrorAt::from(&e)))
 }
 
-fn avro_reason(e: &apache_avro::Error) -> String {
-    redact_quoted(&e.to_string())
-}
-
-/// Drops quoted values from a parser's message: serde reports e.g. `invalid type: string "..."`,
-/// and that string is customer text.
-fn redact_quoted(reason: &str) -> String {
-    let mut out = String::with_capacity(reason.len().min(200));
-    let mut in_quote = false;
-    for c in reason.chars() {
-        match (c, in_quote) {
-            ('"', false) => {
-                in_quote = true;
-                out.push_str("\"…");
-            }
-            ('"', true) => {
-                in_quote = false;
-                out.push('"');
-            }
-            (_, false) => out.push(c),
-            (_, true) => {}
-        }
-        if out.len() >= 200 {
-            break;
-        }
-    }
-    out
-}
+// Avro errors quote values (and field names of the writer schema, which the record chose):
+// a fixed sentence per stage instead.
+const AVRO_DATUM: &str = "the datum does not match its writer schema";
+const AVRO_CONTRACT: &str = "the record does not fit the customer message contract";
 
 fn validate(msg: CustomerMessage, limits: Limits) -> Result<CustomerMessage, DecodeError> {
     for (name, value) in [

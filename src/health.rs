@@ -1,6 +1,11 @@
 //! health: the process state behind `/healthz` and `/readyz`.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long an authorisation error keeps `/healthz` failing after it was last seen.
+const CONSUMER_ERROR_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub struct Health {
@@ -8,6 +13,8 @@ pub struct Health {
     in_group: AtomicBool,
     draining: AtomicBool,
     failed: AtomicBool,
+    /// The last fatal or authorisation consumer error, and when it was seen.
+    consumer_error: Mutex<Option<(String, Instant)>>,
 }
 
 impl Health {
@@ -28,8 +35,34 @@ impl Health {
         self.failed.store(true, Ordering::Relaxed);
     }
 
+    /// A consumer error an operator must see (`reason` carries no customer data): `/healthz`
+    /// fails and names it — for good when `fatal`, else until a minute after the last one.
+    pub fn set_consumer_error(&self, reason: String, fatal: bool) {
+        *self.consumer_error.lock().expect("health poisoned: bug") = Some((reason, Instant::now()));
+        if fatal {
+            self.set_failed();
+        }
+    }
+
+    /// Why the process is not healthy, or `None` when it is.
+    pub fn problem(&self) -> Option<String> {
+        let failed = self.failed.load(Ordering::Relaxed);
+        let consumer = self
+            .consumer_error
+            .lock()
+            .expect("health poisoned: bug")
+            .as_ref()
+            .filter(|(_, at)| failed || at.elapsed() < CONSUMER_ERROR_TTL)
+            .map(|(reason, _)| reason.clone());
+        match (consumer, failed) {
+            (Some(reason), _) => Some(reason),
+            (None, true) => Some("a pipeline stage failed".into()),
+            (None, false) => None,
+        }
+    }
+
     pub fn is_live(&self) -> bool {
-        !self.failed.load(Ordering::Relaxed)
+        self.problem().is_none()
     }
 
     /// Model loaded, consumer in its group, not draining.
@@ -38,5 +71,27 @@ impl Health {
             && self.model_loaded.load(Ordering::Relaxed)
             && self.in_group.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_errors_fail_health_and_say_why() {
+        let h = Health::default();
+        assert_eq!(h.problem(), None);
+        h.set_consumer_error("consumer not authorised: topic x".into(), false);
+        assert_eq!(
+            h.problem().as_deref(),
+            Some("consumer not authorised: topic x")
+        );
+        assert!(
+            !h.failed.load(Ordering::Relaxed),
+            "not fatal: clears after a minute"
+        );
+        h.set_consumer_error("fatal consumer error: fenced".into(), true);
+        assert!(!h.is_live());
     }
 }

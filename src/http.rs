@@ -20,11 +20,10 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>) -> st
     axum::serve(listener, app).await
 }
 
-async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
-    if h.is_live() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "a pipeline stage failed\n")
+async fn healthz(State(h): State<Arc<Health>>) -> (StatusCode, String) {
+    match h.problem() {
+        None => (StatusCode::OK, "ok\n".into()),
+        Some(problem) => (StatusCode::SERVICE_UNAVAILABLE, format!("{problem}\n")),
     }
 }
 

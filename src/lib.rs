@@ -16,6 +16,7 @@ pub mod model;
 pub mod offsets;
 pub mod pipeline;
 pub mod reply;
+pub mod retry;
 pub mod schema;
 pub mod sink;
 pub mod source;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use serde::Serialize;
@@ -24,6 +24,14 @@ pub enum SchemaError {
     NotRegistered(String),
     #[error("cannot encode as Avro: {0}")]
     Encode(String),
+}
+
+impl SchemaError {
+    /// A failure of the registry itself (unreachable, 5xx, timeout): retrying may succeed,
+    /// so a record that met it is never dead-lettered.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SchemaError::Registry(_))
+    }
 }
 
 /// The Avro schemas of moodstream's own contracts, compiled in (the files in `schemas/` are
@@ -77,12 +85,232 @@ pub enum SchemaRegistry {
         by_file: HashMap<String, u32>,
     },
     /// A Confluent-compatible Schema Registry.
-    Remote {
-        url: String,
-        agent: ureq::Agent,
-        by_id: Mutex<HashMap<u32, Arc<Schema>>>,
-        by_subject: Mutex<HashMap<String, u32>>,
-    },
+    Remote(Remote),
+}
+
+/// How long a 404 for a schema id is remembered, so records with a hostile id cost one
+/// request per id per minute, not one each.
+const UNKNOWN_ID_TTL: Duration = Duration::from_secs(60);
+/// After a failed request, lookups fail at once for this long: while the registry is down,
+/// a partition's worth of records costs one request, not one each (each may block).
+const FAILURE_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Schema Registry credentials (HTTP basic auth).
+#[derive(Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <redacted>)", self.username)
+    }
+}
+
+/// The client of a remote registry: caches answers (schemas for good, unknown ids briefly).
+pub struct Remote {
+    /// Without userinfo: errors quote it.
+    url: String,
+    authorization: Option<String>,
+    agent: ureq::Agent,
+    by_id: Mutex<HashMap<u32, Arc<Schema>>>,
+    by_subject: Mutex<HashMap<String, u32>>,
+    unknown: Mutex<HashMap<u32, Instant>>,
+    failed_until: Mutex<Option<(Instant, String)>>,
+}
+
+impl Remote {
+    fn get(&self, path: &str) -> ureq::Request {
+        self.authorize(self.agent.get(&format!("{}{path}", self.url)))
+    }
+
+    fn post(&self, path: &str) -> ureq::Request {
+        self.authorize(self.agent.post(&format!("{}{path}", self.url)))
+    }
+
+    fn authorize(&self, req: ureq::Request) -> ureq::Request {
+        match &self.authorization {
+            Some(value) => req.set("Authorization", value),
+            None => req,
+        }
+    }
+
+    /// Fails at once while a recent request failed (see [`FAILURE_BACKOFF`]).
+    fn check_backoff(&self) -> Result<(), SchemaError> {
+        let failed = self
+            .failed_until
+            .lock()
+            .expect("registry state poisoned: bug");
+        match &*failed {
+            Some((until, reason)) if Instant::now() < *until => {
+                Err(SchemaError::Registry(reason.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Turns a request failure into a transient error (and starts the backoff).
+    fn failed(&self, reason: impl std::fmt::Display) -> SchemaError {
+        let reason = redact_userinfo(&reason.to_string());
+        *self
+            .failed_until
+            .lock()
+            .expect("registry state poisoned: bug") =
+            Some((Instant::now() + FAILURE_BACKOFF, reason.clone()));
+        SchemaError::Registry(reason)
+    }
+
+    fn schema_by_id(&self, id: u32) -> Result<Arc<Schema>, SchemaError> {
+        if let Some(s) = self
+            .by_id
+            .lock()
+            .expect("registry cache poisoned: bug")
+            .get(&id)
+        {
+            return Ok(s.clone());
+        }
+        {
+            let mut unknown = self.unknown.lock().expect("registry cache poisoned: bug");
+            match unknown.get(&id) {
+                Some(at) if at.elapsed() < UNKNOWN_ID_TTL => {
+                    return Err(SchemaError::UnknownId(id));
+                }
+                Some(_) => {
+                    unknown.remove(&id);
+                }
+                None => {}
+            }
+        }
+        self.check_backoff()?;
+        #[derive(serde::Deserialize)]
+        struct Body {
+            schema: String,
+        }
+        let body: Body = match self.get(&format!("/schemas/ids/{id}")).call() {
+            Ok(resp) => resp.into_json().map_err(|e| self.failed(e))?,
+            Err(ureq::Error::Status(404, _)) => {
+                let mut unknown = self.unknown.lock().expect("registry cache poisoned: bug");
+                // Bounded: a flood of distinct hostile ids cannot grow it without limit.
+                if unknown.len() >= 10_000 {
+                    unknown.retain(|_, at| at.elapsed() < UNKNOWN_ID_TTL);
+                }
+                if unknown.len() < 10_000 {
+                    unknown.insert(id, Instant::now());
+                }
+                return Err(SchemaError::UnknownId(id));
+            }
+            Err(e) => return Err(self.failed(e)),
+        };
+        let schema = Arc::new(
+            Schema::parse_str(&body.schema).map_err(|e| SchemaError::Parse {
+                name: format!("registry id {id}"),
+                reason: e.to_string(),
+            })?,
+        );
+        self.by_id
+            .lock()
+            .expect("registry cache poisoned: bug")
+            .insert(id, schema.clone());
+        Ok(schema)
+    }
+
+    fn id_for(&self, topic: &str, schema: &Schema) -> Result<u32, SchemaError> {
+        let subject = format!("{topic}-value");
+        if let Some(id) = self
+            .by_subject
+            .lock()
+            .expect("registry cache poisoned: bug")
+            .get(&subject)
+        {
+            return Ok(*id);
+        }
+        self.check_backoff()?;
+        #[derive(serde::Deserialize)]
+        struct Body {
+            id: u32,
+        }
+        let body: Body = self
+            .post(&format!("/subjects/{subject}/versions"))
+            .set("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .send_json(serde_json::json!({ "schema": schema.canonical_form() }))
+            .map_err(|e| self.failed(e))?
+            .into_json()
+            .map_err(|e| self.failed(e))?;
+        self.by_subject
+            .lock()
+            .expect("registry cache poisoned: bug")
+            .insert(subject, body.id);
+        Ok(body.id)
+    }
+}
+
+/// Splits `scheme://user:pass@host/...` into the URL without userinfo and the credentials.
+pub fn split_userinfo(url: &str) -> (String, Option<Credentials>) {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return (url.to_string(), None);
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end]
+        .rfind('@')
+        .map(|i| scheme_end + i)
+    else {
+        return (url.to_string(), None);
+    };
+    let userinfo = &url[scheme_end..at];
+    let (username, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let stripped = format!("{}{}", &url[..scheme_end], &url[at + 1..]);
+    let credentials = Credentials {
+        username: username.to_string(),
+        password: password.to_string(),
+    };
+    (stripped, Some(credentials))
+}
+
+/// Removes the userinfo of every URL in `text` (error messages quote URLs).
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("<redacted>@");
+                rest = &tail[at + 1..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Standard base64 (RFC 4648, padded), for the basic-auth header.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 impl SchemaRegistry {
@@ -119,16 +347,30 @@ impl SchemaRegistry {
         Ok(SchemaRegistry::Local { by_id, by_file })
     }
 
-    pub fn remote(url: &str) -> SchemaRegistry {
+    /// A remote registry at `url`. Credentials come from `credentials`, else from the URL's
+    /// userinfo (kept for compatibility); either way the URL is stored, and quoted in errors,
+    /// without them. Requests time out after 5 s (2 s to connect).
+    pub fn remote(url: &str, credentials: Option<Credentials>) -> SchemaRegistry {
+        let (url, from_url) = split_userinfo(url);
+        let authorization = credentials.or(from_url).map(|c| {
+            format!(
+                "Basic {}",
+                base64(format!("{}:{}", c.username, c.password).as_bytes())
+            )
+        });
         let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(10))
+            .timeout_connect(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
             .build();
-        SchemaRegistry::Remote {
+        SchemaRegistry::Remote(Remote {
             url: url.trim_end_matches('/').to_string(),
+            authorization,
             agent,
             by_id: Mutex::default(),
             by_subject: Mutex::default(),
-        }
+            unknown: Mutex::default(),
+            failed_until: Mutex::default(),
+        })
     }
 
     /// The writer schema for `id`. Blocking (HTTP on a cache miss): call off the async runtime.
@@ -137,36 +379,7 @@ impl SchemaRegistry {
             SchemaRegistry::Local { by_id, .. } => {
                 by_id.get(&id).cloned().ok_or(SchemaError::UnknownId(id))
             }
-            SchemaRegistry::Remote {
-                url, agent, by_id, ..
-            } => {
-                if let Some(s) = by_id.lock().expect("registry cache poisoned: bug").get(&id) {
-                    return Ok(s.clone());
-                }
-                #[derive(serde::Deserialize)]
-                struct Body {
-                    schema: String,
-                }
-                let body: Body = match agent.get(&format!("{url}/schemas/ids/{id}")).call() {
-                    Ok(resp) => resp
-                        .into_json()
-                        .map_err(|e| SchemaError::Registry(e.to_string()))?,
-                    Err(ureq::Error::Status(404, _)) => return Err(SchemaError::UnknownId(id)),
-                    Err(e) => return Err(SchemaError::Registry(e.to_string())),
-                };
-                let schema =
-                    Arc::new(
-                        Schema::parse_str(&body.schema).map_err(|e| SchemaError::Parse {
-                            name: format!("registry id {id}"),
-                            reason: e.to_string(),
-                        })?,
-                    );
-                by_id
-                    .lock()
-                    .expect("registry cache poisoned: bug")
-                    .insert(id, schema.clone());
-                Ok(schema)
-            }
+            SchemaRegistry::Remote(remote) => remote.schema_by_id(id),
         }
     }
 
@@ -178,44 +391,99 @@ impl SchemaRegistry {
                 .get(file)
                 .copied()
                 .ok_or_else(|| SchemaError::NotRegistered(file.into())),
-            SchemaRegistry::Remote {
-                url,
-                agent,
-                by_subject,
-                ..
-            } => {
-                let subject = format!("{topic}-value");
-                if let Some(id) = by_subject
-                    .lock()
-                    .expect("registry cache poisoned: bug")
-                    .get(&subject)
-                {
-                    return Ok(*id);
-                }
-                #[derive(serde::Deserialize)]
-                struct Body {
-                    id: u32,
-                }
-                let body: Body = agent
-                    .post(&format!("{url}/subjects/{subject}/versions"))
-                    .set("Content-Type", "application/vnd.schemaregistry.v1+json")
-                    .send_json(serde_json::json!({ "schema": schema.canonical_form() }))
-                    .map_err(|e| SchemaError::Registry(e.to_string()))?
-                    .into_json()
-                    .map_err(|e| SchemaError::Registry(e.to_string()))?;
-                by_subject
-                    .lock()
-                    .expect("registry cache poisoned: bug")
-                    .insert(subject, body.id);
-                Ok(body.id)
-            }
+            SchemaRegistry::Remote(remote) => remote.id_for(topic, schema),
         }
     }
 }
 
+pub mod fake_registry;
+
 #[cfg(test)]
 mod tests {
+    use super::fake_registry::FakeRegistry;
     use super::*;
+
+    #[test]
+    fn registry_outage_is_transient_and_fails_fast_within_the_backoff() {
+        let fake = FakeRegistry::start(&[(7, contracts::CUSTOMER_MESSAGE)]);
+        fake.set_down(true);
+        let reg = SchemaRegistry::remote(&fake.url, None);
+        let err = reg.schema_by_id(7).unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(reg.schema_by_id(7).unwrap_err().is_transient());
+        assert_eq!(fake.requests().len(), 1, "the second lookup did not ask");
+        fake.set_down(false);
+        std::thread::sleep(FAILURE_BACKOFF);
+        assert_eq!(
+            *reg.schema_by_id(7).unwrap(),
+            contract(contracts::CUSTOMER_MESSAGE)
+        );
+        reg.schema_by_id(7).unwrap();
+        assert_eq!(fake.requests().len(), 2, "cached");
+    }
+
+    #[test]
+    fn unknown_schema_ids_are_remembered() {
+        let fake = FakeRegistry::start(&[]);
+        let reg = SchemaRegistry::remote(&fake.url, None);
+        for _ in 0..50 {
+            let err = reg.schema_by_id(666).unwrap_err();
+            assert!(matches!(err, SchemaError::UnknownId(666)), "{err}");
+            assert!(!err.is_transient());
+        }
+        assert_eq!(fake.requests(), vec!["GET /schemas/ids/666".to_string()]);
+    }
+
+    #[test]
+    fn credentials_go_in_a_header_never_in_errors() {
+        let fake = FakeRegistry::start(&[(1, contracts::CUSTOMER_MESSAGE)]);
+        let with_userinfo = fake.url.replace("http://", "http://alice:s3cret-pw@");
+        let reg = SchemaRegistry::remote(&with_userinfo, None);
+        reg.schema_by_id(1).expect("found");
+        let explicit = SchemaRegistry::remote(
+            &fake.url,
+            Some(Credentials {
+                username: "alice".into(),
+                password: "s3cret-pw".into(),
+            }),
+        );
+        explicit.schema_by_id(1).expect("found");
+        let basic = format!("Basic {}", base64(b"alice:s3cret-pw"));
+        assert_eq!(
+            fake.authorizations(),
+            vec![Some(basic.clone()), Some(basic)]
+        );
+
+        // An unreachable registry: the error names the URL without the userinfo.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dead =
+            SchemaRegistry::remote(&format!("http://alice:s3cret-pw@127.0.0.1:{port}"), None);
+        let err = dead.schema_by_id(1).unwrap_err().to_string();
+        assert!(!err.contains("s3cret") && !err.contains("alice"), "{err}");
+        assert_eq!(
+            redact_userinfo("GET https://u:p@h:1/x failed; see http://h/y"),
+            "GET https://<redacted>@h:1/x failed; see http://h/y"
+        );
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want);
+        }
+    }
 
     #[test]
     fn compiled_in_contracts_parse_and_match_the_published_files() {

@@ -4,7 +4,12 @@
 //! acknowledges the message to the offset tracker only when every one of its outputs is
 //! acknowledged by the broker. Only then may its offset be stored (at-least-once), or sent
 //! with its outputs in one Kafka transaction (exactly-once mode).
+//!
+//! The dead-letter topic is for bad input only: a Schema Registry failure while encoding an
+//! output is retried, then fatal. A dead letter too large for the dead-letter topic goes
+//! there truncated (headers and coordinates, no value) rather than failing forever.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +29,7 @@ use crate::config::{Format, KafkaConfig, RunConfig};
 use crate::offsets::OffsetTracker;
 use crate::pipeline::{Origin, Processed};
 use crate::reply::ReplyDrafter;
+use crate::retry::Backoff;
 use crate::schema::{SchemaError, SchemaRegistry, contract, contracts};
 use crate::source::{self, KafkaConsumer};
 use crate::telemetry::metrics;
@@ -54,6 +60,8 @@ pub enum SinkError {
     Delivery { topic: String, error: String },
     #[error("transaction failed: {0}")]
     Transaction(String),
+    #[error("schema registry unavailable while encoding outputs: {0}")]
+    Registry(String),
 }
 
 fn record_transaction(result: &rdkafka::error::KafkaResult<()>) {
@@ -65,6 +73,8 @@ fn record_transaction(result: &rdkafka::error::KafkaResult<()>) {
 pub struct OutputEncoder {
     format: Format,
     registry: Arc<SchemaRegistry>,
+    /// How long a registry failure is retried before the encoding fails.
+    retry_timeout: Duration,
     emotion: Schema,
     reply: Schema,
     escalation: Schema,
@@ -75,9 +85,59 @@ impl OutputEncoder {
         OutputEncoder {
             format,
             registry,
+            retry_timeout: Duration::from_secs(5),
             emotion: contract(contracts::EMOTION_RESULT),
             reply: contract(contracts::DRAFT_REPLY),
             escalation: contract(contracts::ESCALATION_EVENT),
+        }
+    }
+
+    /// Retries registry failures for `timeout` (with backoff) before an encoding fails.
+    pub fn with_retry_timeout(mut self, timeout: Duration) -> OutputEncoder {
+        self.retry_timeout = timeout;
+        self
+    }
+
+    /// Registers (or looks up) the subject of every output topic now, retrying registry
+    /// failures, so no record waits for the registry later. Blocking.
+    pub fn prepare(&self, topics: &[(String, OutputKind)]) -> Result<(), SchemaError> {
+        if self.format != Format::Avro {
+            return Ok(());
+        }
+        for (topic, kind) in topics {
+            let (file, schema) = self.schema(*kind);
+            self.id_for(topic, file, schema)?;
+        }
+        Ok(())
+    }
+
+    fn schema(&self, kind: OutputKind) -> (&'static str, &Schema) {
+        match kind {
+            OutputKind::Emotion => ("emotion_result.avsc", &self.emotion),
+            OutputKind::Reply => ("draft_reply.avsc", &self.reply),
+            OutputKind::Escalation => ("escalation_event.avsc", &self.escalation),
+            OutputKind::DeadLetter => unreachable!("dead letters keep their original bytes"),
+        }
+    }
+
+    /// The schema id, retrying registry failures with backoff for the retry timeout.
+    fn id_for(&self, topic: &str, file: &str, schema: &Schema) -> Result<u32, SchemaError> {
+        let mut backoff = Backoff::new(self.retry_timeout);
+        loop {
+            match self.registry.id_for(topic, file, schema) {
+                Err(e) if e.is_transient() => {
+                    metrics()
+                        .dependency_failures
+                        .with_label_values(&["schema_registry"])
+                        .inc();
+                    let Some(delay) = backoff.next_delay() else {
+                        return Err(e);
+                    };
+                    tracing::warn!(error = %e, topic, retry_in = ?delay, "schema registry unavailable; retrying");
+                    std::thread::sleep(delay);
+                }
+                result => return result,
+            }
         }
     }
 
@@ -92,16 +152,9 @@ impl OutputEncoder {
                 serde_json::to_vec(value).map_err(|e| SchemaError::Encode(e.to_string()))
             }
             Format::Avro => {
-                let (file, schema) = match kind {
-                    OutputKind::Emotion => ("emotion_result.avsc", &self.emotion),
-                    OutputKind::Reply => ("draft_reply.avsc", &self.reply),
-                    OutputKind::Escalation => ("escalation_event.avsc", &self.escalation),
-                    OutputKind::DeadLetter => {
-                        unreachable!("dead letters keep their original bytes")
-                    }
-                };
-                // Registry lookups are cached; only the first record per topic does HTTP.
-                let id = tokio::task::block_in_place(|| self.registry.id_for(topic, file, schema))?;
+                let (file, schema) = self.schema(kind);
+                // Registry lookups are cached (and `prepare` filled the cache at startup).
+                let id = tokio::task::block_in_place(|| self.id_for(topic, file, schema))?;
                 crate::schema::encode_avro(schema, id, value)
             }
         }
@@ -130,6 +183,7 @@ impl Topics {
     }
 }
 
+#[derive(Clone)]
 struct OutRecord {
     topic: String,
     key: Option<Vec<u8>>,
@@ -234,22 +288,28 @@ impl Sink {
                 .map_err(|e| SinkError::Transaction(e.to_string()))?;
             t.open = true;
         }
-        let records = self.records(&p);
+        let records = self.records(&p)?;
         let mut deliveries = Vec::with_capacity(records.len());
         for rec in records {
             let (kind, topic) = (rec.kind, rec.topic.clone());
+            // A dead letter the broker finds too large is sent again without its value.
+            let fallback =
+                (kind == OutputKind::DeadLetter && rec.payload.is_some()).then(|| truncated(&rec));
             let future = self.send(rec, pending, txn.as_deref_mut()).await?;
-            deliveries.push((kind, topic, future));
+            deliveries.push((kind, topic, future, fallback));
         }
         let started = SystemTime::now();
+        let producer = self.producer.clone();
         pending.push(Box::pin(async move {
             let mut results = Vec::with_capacity(deliveries.len());
-            for (kind, topic, fut) in deliveries {
-                let r = match fut.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(e),
-                    Err(_) => Err(KafkaError::Canceled),
-                };
+            for (kind, topic, fut, fallback) in deliveries {
+                let mut r = delivered(fut).await;
+                if let (Err(e), Some(fallback)) = (&r, fallback)
+                    && too_large(e)
+                {
+                    tracing::warn!(topic = %topic, "dead letter too large for its topic; sending it truncated");
+                    r = send_truncated(&producer, fallback).await;
+                }
                 results.push((kind, topic, r));
             }
             (p.origin, started, results)
@@ -275,6 +335,15 @@ impl Sink {
             }
             match self.producer.send_result(record) {
                 Ok(fut) => return Ok(fut),
+                // Over the producer's `message.max.bytes`: a dead letter goes truncated.
+                Err((e, _))
+                    if rec.kind == OutputKind::DeadLetter
+                        && rec.payload.is_some()
+                        && too_large(&e) =>
+                {
+                    tracing::warn!(topic = %rec.topic, "dead letter too large to produce; sending it truncated");
+                    return Box::pin(self.send(truncated(&rec), pending, txn)).await;
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     metrics().producer_queue_full.inc();
                     match pending.next().await {
@@ -356,14 +425,31 @@ impl Sink {
         // Acknowledge under a hold: a revoke must not return between acknowledging these
         // records and committing their offsets.
         let _hold = self.tracker.hold();
-        let mut offsets = TopicPartitionList::new();
-        for (topic, partition, offset) in txn.done.drain(..) {
-            if let Some(next) = self.tracker.acknowledge(&topic, partition, offset) {
-                offsets
-                    .add_partition_offset(&topic, partition, Offset::Offset(next))
-                    .map_err(|e| SinkError::Transaction(e.to_string()))?;
-            }
+        if self.tracker.take_poisoned() {
+            // Partitions were revoked (drain timeout, lost assignment) while their outputs
+            // were in this transaction: committing would publish them without their offsets,
+            // and the next owner would publish them again.
+            let result = tokio::task::block_in_place(|| {
+                self.producer.abort_transaction(TRANSACTION_TIMEOUT)
+            });
+            record_transaction(&Err(KafkaError::Canceled));
+            return Err(SinkError::Transaction(format!(
+                "partitions were revoked with outputs in the open transaction; aborted it ({})",
+                match result {
+                    Ok(()) => "abort ok".to_string(),
+                    Err(e) => format!("abort failed: {e}"),
+                }
+            )));
         }
+        let advanced: Vec<_> = txn
+            .done
+            .drain(..)
+            .filter_map(|(topic, partition, offset)| {
+                let next = self.tracker.acknowledge(&topic, partition, offset)?;
+                Some((topic, partition, next))
+            })
+            .collect();
+        let offsets = transaction_offsets(advanced)?;
         let group = match offsets.count() {
             0 => None,
             _ => Some(self.consumer.group_metadata().ok_or_else(|| {
@@ -387,11 +473,11 @@ impl Sink {
         Ok(())
     }
 
-    fn records(&self, p: &Processed) -> Vec<OutRecord> {
+    fn records(&self, p: &Processed) -> Result<Vec<OutRecord>, SinkError> {
         let trace_headers = || p.origin.trace.inject(OwnedHeaders::new());
         let enriched = match &p.result {
             Ok(e) => e,
-            Err(dl) => return vec![self.dead_letter(&p.origin, dl.kind, &dl.reason)],
+            Err(dl) => return Ok(vec![self.dead_letter(&p.origin, dl.kind, &dl.reason)]),
         };
         let key = Some(enriched.msg.conversation_id.as_bytes().to_vec());
         let mut out = Vec::with_capacity(2 + enriched.escalations.len());
@@ -407,12 +493,16 @@ impl Sink {
                     headers: trace_headers(),
                     kind,
                 }),
-                // Our own structs failing our own schemas is a bug; keep the message, loudly.
+                // The registry is down (after retries): not this record's fault; fatal.
+                Err(e) if e.is_transient() => return Err(SinkError::Registry(e.to_string())),
+                // A value our own schema rejects (deterministic for this record): keep the
+                // message, loudly.
                 Err(e) => {
                     tracing::error!(error = %e, kind = kind.as_str(), "output encoding failed; dead-lettering");
                     out.push(self.dead_letter(&p.origin, "output_encoding", &e.to_string()));
                 }
             }
+            Ok(())
         };
         let t = &self.topics.emotions;
         push(
@@ -421,11 +511,11 @@ impl Sink {
             OutputKind::Emotion,
             self.encoder
                 .encode(t, OutputKind::Emotion, &enriched.emotion),
-        );
+        )?;
         if let (Some(draft), Some(drafter)) = (&enriched.draft, &self.drafter) {
             let t = drafter.topic_for(&draft.channel).to_string();
             let encoded = self.encoder.encode(&t, OutputKind::Reply, draft);
-            push(t, key.clone(), OutputKind::Reply, encoded);
+            push(t, key.clone(), OutputKind::Reply, encoded)?;
         }
         for event in &enriched.escalations {
             metrics()
@@ -439,25 +529,15 @@ impl Sink {
                 Some(event.key().into_bytes()),
                 OutputKind::Escalation,
                 encoded,
-            );
+            )?;
         }
-        out
+        Ok(out)
     }
 
     fn dead_letter(&self, origin: &Origin, kind: &str, reason: &str) -> OutRecord {
         metrics().dead_letters.with_label_values(&[kind]).inc();
-        tracing::warn!(kind, reason, topic = %origin.topic, partition = origin.partition, offset = origin.offset, "dead-lettering record");
-        let partition = origin.partition.to_string();
-        let offset = origin.offset.to_string();
-        let headers = [
-            ("moodstream.error.kind", kind),
-            ("moodstream.error.reason", reason),
-            ("moodstream.source.topic", &origin.topic),
-            ("moodstream.source.partition", &partition),
-            ("moodstream.source.offset", &offset),
-        ]
-        .into_iter()
-        .fold(
+        log_dead_letter(origin, kind, reason);
+        let headers = dead_letter_headers(origin, kind, reason).into_iter().fold(
             origin.trace.inject(OwnedHeaders::new()),
             |h, (key, value)| {
                 h.insert(Header {
@@ -473,5 +553,114 @@ impl Sink {
             headers,
             kind: OutputKind::DeadLetter,
         }
+    }
+}
+
+/// The warning logged for each dead letter: coordinates, kind and reason, never its content.
+pub fn log_dead_letter(origin: &Origin, kind: &str, reason: &str) {
+    tracing::warn!(kind, reason, topic = %origin.topic, partition = origin.partition, offset = origin.offset, "dead-lettering record");
+}
+
+/// Header `moodstream.dead_letter.truncated`: the value is not in the dead letter (it was over
+/// `--max-message-bytes`, or too large for the dead-letter topic); says why.
+pub const TRUNCATED_HEADER: &str = "moodstream.dead_letter.truncated";
+
+/// The headers of a dead letter (besides the trace context).
+pub fn dead_letter_headers(
+    origin: &Origin,
+    kind: &str,
+    reason: &str,
+) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("moodstream.error.kind", kind.to_string()),
+        ("moodstream.error.reason", reason.to_string()),
+        ("moodstream.source.topic", origin.topic.to_string()),
+        ("moodstream.source.partition", origin.partition.to_string()),
+        ("moodstream.source.offset", origin.offset.to_string()),
+    ];
+    if origin.payload.is_none() && kind == "oversized" {
+        headers.push((TRUNCATED_HEADER, "value over --max-message-bytes".into()));
+    }
+    headers
+}
+
+/// The dead letter `rec` without its value (and without a key over 1 KiB), saying so.
+fn truncated(rec: &OutRecord) -> OutRecord {
+    let size = rec.payload.as_ref().map_or(0, Vec::len);
+    let note = format!("value of {size} bytes too large for the dead-letter topic");
+    OutRecord {
+        topic: rec.topic.clone(),
+        key: rec.key.clone().filter(|k| k.len() <= 1024),
+        payload: None,
+        headers: rec.headers.clone().insert(Header {
+            key: TRUNCATED_HEADER,
+            value: Some(note.as_bytes()),
+        }),
+        kind: OutputKind::DeadLetter,
+    }
+}
+
+fn too_large(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
+}
+
+async fn delivered(fut: DeliveryFuture) -> Result<(), KafkaError> {
+    match fut.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e),
+        Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+/// Sends a truncated dead letter from a delivery future (waiting while the queue is full).
+async fn send_truncated(producer: &FutureProducer, rec: OutRecord) -> Result<(), KafkaError> {
+    loop {
+        let mut record = FutureRecord::<[u8], [u8]>::to(&rec.topic).headers(rec.headers.clone());
+        if let Some(k) = &rec.key {
+            record = record.key(k.as_slice());
+        }
+        match producer.send_result(record) {
+            Ok(fut) => return delivered(fut).await,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// The offsets list of a transaction from every advance of its records' partitions: one entry
+/// per partition, the furthest.
+fn transaction_offsets(
+    advanced: impl IntoIterator<Item = (Arc<str>, i32, i64)>,
+) -> Result<TopicPartitionList, SinkError> {
+    let mut furthest: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
+    for (topic, partition, next) in advanced {
+        let e = furthest.entry((topic, partition)).or_insert(next);
+        *e = (*e).max(next);
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), next) in &furthest {
+        offsets
+            .add_partition_offset(topic, *partition, Offset::Offset(*next))
+            .map_err(|e| SinkError::Transaction(e.to_string()))?;
+    }
+    Ok(offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_sends_one_offset_per_partition() {
+        let t: Arc<str> = Arc::from("in");
+        let advanced = [(t.clone(), 0, 5), (t.clone(), 1, 3), (t.clone(), 0, 7)];
+        let tpl = transaction_offsets(advanced).expect("list");
+        assert_eq!(tpl.count(), 2);
+        assert_eq!(
+            tpl.find_partition("in", 0).map(|e| e.offset()),
+            Some(Offset::Offset(7))
+        );
     }
 }

@@ -17,8 +17,9 @@ use crate::model::Model;
 use crate::offsets::OffsetTracker;
 use crate::pipeline::{self, Enricher};
 use crate::reply::ReplyDrafter;
+use crate::retry::{Fatal, RetryPolicy};
 use crate::schema::SchemaRegistry;
-use crate::sink::{OutputEncoder, Sink, Topics};
+use crate::sink::{OutputEncoder, OutputKind, Sink, Topics};
 use crate::telemetry::{self, metrics};
 use crate::{http, source};
 
@@ -42,15 +43,17 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let model_version = model.scorer.model_version.clone();
 
     let registry = Arc::new(match &cfg.schema_registry_url {
-        Some(url) => SchemaRegistry::remote(url),
+        Some(url) => SchemaRegistry::remote(url, cfg.schema_registry_credentials()),
         None => SchemaRegistry::local(&cfg.schema_dir)?,
     });
+    let (fatal, mut fatal_rx) = Fatal::channel();
     let limits = Limits {
         max_message_bytes: cfg.max_message_bytes,
         max_text_chars: cfg.max_text_chars,
     };
     let decoder = Decoder::new(limits, registry.clone());
-    let encoder = OutputEncoder::new(cfg.output_format, registry);
+    let encoder =
+        OutputEncoder::new(cfg.output_format, registry).with_retry_timeout(cfg.retry_timeout());
     let drafter = match (&cfg.reply_config, cfg.disable_replies) {
         (_, true) => None,
         (Some(path), false) => Some(Arc::new(
@@ -61,10 +64,32 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     };
     let escalator = Arc::new(Escalator::new(&cfg.escalation, Arc::new(SystemClock)).await);
 
+    // Every topic an output may go to: all must exist before the first record.
+    let mut outputs: Vec<(String, OutputKind)> = vec![
+        (cfg.output_topic.clone(), OutputKind::Emotion),
+        (cfg.escalation_topic.clone(), OutputKind::Escalation),
+    ];
+    if let Some(d) = &drafter {
+        outputs.extend(
+            d.topics()
+                .into_iter()
+                .map(|t| (t.to_string(), OutputKind::Reply)),
+        );
+    }
+    let mut topic_names: Vec<String> = outputs.iter().map(|(t, _)| t.clone()).collect();
+    topic_names.extend(cfg.topics.iter().map(|t| cfg.dlq_topic_for(t)));
+    topic_names.sort_unstable();
+    topic_names.dedup();
+    // Avro outputs: register their subjects now (retrying), not on a record's time.
+    let encoder = tokio::task::spawn_blocking(move || encoder.prepare(&outputs).map(|()| encoder))
+        .await?
+        .context("registering the output schemas with the Schema Registry")?;
+
     let tracker = Arc::new(OffsetTracker::new());
     let consumer = {
         let (cfg, tracker, health) = (cfg.clone(), tracker.clone(), health.clone());
-        tokio::task::spawn_blocking(move || source::connect(&cfg, tracker, health)).await??
+        tokio::task::spawn_blocking(move || source::connect(&cfg, &topic_names, tracker, health))
+            .await??
     };
     let transactional_id = cfg.transactional_id();
     let producer = crate::sink::producer(&cfg.kafka, transactional_id.as_deref())
@@ -86,7 +111,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         draft_threads: cfg.draft.threads(),
         model_version,
     };
-    let (inlet, processed, provider) = pipeline::spawn(model, &cfg.model, enricher);
+    let retry = RetryPolicy {
+        timeout: cfg.retry_timeout(),
+        fatal: Some(fatal.clone()),
+    };
+    let (inlet, processed, provider) = pipeline::spawn_with(model, &cfg.model, enricher, retry);
     metrics()
         .provider_info
         .with_label_values(&[provider.as_str()])
@@ -106,8 +135,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         tracker: tracker.clone(),
         inlet,
         max_in_flight: cfg.max_in_flight,
+        max_in_flight_bytes: cfg.max_in_flight_bytes,
+        max_message_bytes: cfg.max_message_bytes,
         drain_timeout: cfg.drain_timeout(),
         exactly_once: cfg.exactly_once,
+        retry_timeout: cfg.retry_timeout(),
+        fatal,
+        health: health.clone(),
         stop: stop.clone(),
     });
     let mut sink = tokio::spawn(
@@ -135,6 +169,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 Ok(Err(e)) => anyhow::Error::new(e),
                 Err(e) => anyhow::Error::new(e),
             });
+            health.set_failed();
+        }
+        Some(reason) = fatal_rx.recv() => {
+            // A dependency failed for longer than the retry timeout: stop fetching, let what
+            // can finish finish, commit only that, exit non-zero.
+            failure = Some(anyhow::anyhow!(reason));
             health.set_failed();
         }
     }

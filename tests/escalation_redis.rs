@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moodstream::escalation::testkit::{
-    ANGRIER_CONVERSATION, burst_start, interleaved_turns, message, observe_in_rounds, result,
-    surge_replay,
+    ANGRIER_CONVERSATION, angry_then_calmed, burst_start, interleaved_turns, message,
+    observe_and_replay, observe_in_rounds, result, surge_replay,
 };
 use moodstream::escalation::{
     Clock, EscalationConfig, EscalationEvent, EscalationKind, Escalator, ManualClock, Observation,
@@ -257,6 +257,64 @@ async fn replicas_sharing_redis_see_one_conversation_and_raise_one_trend_event()
     forget(&url, &cfg).await;
 }
 
+/// Issue 14: a replay after `kill -9` raises the events of the first pass again, with the same
+/// ids, and the Redis store detects the redelivery as the memory store does.
+#[tokio::test]
+async fn a_replayed_conversation_raises_the_same_events_with_redis() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let (clock, [escalator, _]) = two_replicas(&cfg).await;
+    for from in [0, 3, 5, 7] {
+        let conversation = format!("conv-replay-{from}");
+        let (first, replay) = observe_and_replay(
+            &escalator,
+            &clock,
+            &conversation,
+            &angry_then_calmed(),
+            from,
+        )
+        .await;
+        assert_eq!(first[5].len(), 1, "turn 6 escalates");
+        assert_eq!(replay, first[from..], "replayed from turn {}", from + 1);
+    }
+    assert!(!escalator.is_degraded());
+    forget(&url, &cfg).await;
+}
+
+/// Issue 14: Redis took a message for a duplicate when its id was the tail of a stored one
+/// (suffix match); the memory store compares ids. Both now compare ids.
+#[tokio::test]
+async fn redis_and_memory_stores_agree_on_duplicates() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let memory_cfg = EscalationConfig {
+        redis_url: None,
+        ..cfg.clone()
+    };
+    let clock = Arc::new(ManualClock::new(T0));
+    let shared = Escalator::new(&cfg, clock.clone()).await;
+    let memory = Escalator::new(&memory_cfg, clock.clone()).await;
+    for escalator in [&shared, &memory] {
+        let mut turns = Vec::new();
+        for id in ["order\t42", "42", "42", "order\t42"] {
+            clock.advance_ms(1_000);
+            let msg = message(id, "conv-dup", "cust-dup", clock.now_ms());
+            let res = result(&msg, Emotion::Neutral, 0.1, 0.9);
+            turns.push(observe(escalator, &msg, &res).await.trend.turns);
+        }
+        // Two messages, each redelivered once; a redelivery sees the window as at its turn.
+        assert_eq!(turns, [1, 2, 2, 1]);
+    }
+    assert!(!shared.is_degraded());
+    forget(&url, &cfg).await;
+}
+
 #[tokio::test]
 async fn redis_outage_degrades_promptly_and_shared_mode_resumes_after_restart() {
     if skipped() {
@@ -362,4 +420,136 @@ async fn a_round_in_one_round_trip_observes_what_its_messages_observe_one_by_one
             forget(&url, cfg).await;
         }
     }
+}
+
+/// Commands Redis has executed (scripts' own commands included), from `INFO commandstats`.
+async fn commands_executed(url: &str) -> u64 {
+    let client = redis::Client::open(url).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .expect("info");
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Issue 14: under a surge every negative message read each bucket of the surge windows with
+/// its own `HMGET` (96 with the defaults), so a round of 256 ran ~25,000 commands exactly when
+/// the rounds must be fast. Measured against a real Redis (its own, so no other test's
+/// commands count): now about 20 per message (its windows, its cooldown claim), whatever the
+/// size of the surge windows.
+#[tokio::test]
+async fn a_surge_round_costs_a_few_commands_per_message() {
+    if skipped() {
+        return;
+    }
+    let redis = RedisProcess::start().await;
+    let cfg = config(&redis.url());
+    let clock = Arc::new(ManualClock::new(T0));
+    let escalator = Escalator::new(&cfg, clock.clone()).await;
+    let round: Vec<(CustomerMessage, EmotionResult)> = (0..256)
+        .map(|i| anger(&format!("s{i}"), &format!("surge-conv-{i}"), clock.now_ms()))
+        .collect();
+    let items: Vec<(&CustomerMessage, &EmotionResult)> =
+        round.iter().map(|(m, r)| (m, r)).collect();
+    let before = commands_executed(&redis.url()).await;
+    let started = std::time::Instant::now();
+    let observations = escalator.observe_batch(&items).await;
+    let took = started.elapsed();
+    let commands = commands_executed(&redis.url()).await - before;
+    assert_eq!(observations.len(), 256);
+    assert!(
+        !escalator.is_degraded(),
+        "the round stayed under the Redis timeout"
+    );
+    let per_message = commands as f64 / 256.0;
+    println!(
+        "surge round of 256 negative messages: {commands} Redis commands ({per_message:.1} per \
+         message), {took:.1?}"
+    );
+    assert!(per_message < 30.0, "{per_message:.1} commands per message");
+}
+
+/// The surge bucket hash lives as long as messages keep coming (each write refreshes its TTL),
+/// so old buckets are dropped from it: it stays bounded over hours of traffic.
+#[tokio::test]
+async fn the_surge_bucket_hash_stays_bounded() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let clock = Arc::new(ManualClock::new(T0));
+    let escalator = Escalator::new(&cfg, clock.clone()).await;
+    let bucket_ms = cfg.surge_bucket_secs as i64 * 1_000;
+    let windows = (cfg.surge_window_secs + cfg.surge_baseline_secs) / cfg.surge_bucket_secs;
+    for i in 0..(6 * windows) {
+        clock.advance_ms(bucket_ms);
+        let msg = message(
+            &format!("b{i}"),
+            &format!("bounded-{i}"),
+            "cust-b",
+            clock.now_ms(),
+        );
+        let res = result(&msg, Emotion::Neutral, 0.1, 0.9);
+        observe(&escalator, &msg, &res).await;
+    }
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:esc:surge:*:b", cfg.redis_key_prefix))
+        .query_async(&mut con)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let fields: u64 = redis::cmd("HLEN")
+        .arg(&keys[0])
+        .query_async(&mut con)
+        .await
+        .expect("hlen");
+    assert!(
+        fields <= 4 * windows + 9,
+        "{fields} fields for {windows} buckets of window"
+    );
+    forget(&url, &cfg).await;
+}
+
+/// Issue 14: a backlog replayed long after it was sent reports its surge at its event time,
+/// with Redis as with the memory store.
+#[tokio::test]
+async fn a_backlog_replayed_a_day_later_reports_its_surge_with_redis() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let clock = Arc::new(ManualClock::new(T0 + 24 * 3_600_000));
+    let escalator = Escalator::new(&cfg, clock.clone()).await;
+    let mut events = Vec::new();
+    for (msg, res) in &surge_replay(T0, "acme") {
+        clock.advance_ms(1);
+        events.extend(observe(&escalator, msg, res).await.events);
+    }
+    assert!(!escalator.is_degraded());
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0].kind, EscalationKind::Surge);
+    assert!(events[0].first_seen >= burst_start(T0));
+    forget(&url, &cfg).await;
 }

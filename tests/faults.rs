@@ -79,14 +79,6 @@ fn assert_committed_have_results(committed: &[i64], results: &[Record], when: &s
     }
 }
 
-fn metric(worker: &Worker, name: &str) -> f64 {
-    let (_, body) = worker.get("/metrics").expect("/metrics answers");
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// kill -9 mid-batch under load, then restart. Returns the duplicate count (reported) after
 /// checking that nothing was lost and that duplicates are only of uncommitted records.
 async fn kill9_and_restart(name: &str, extra: &[&str]) -> usize {
@@ -388,4 +380,250 @@ async fn producer_backpressure_stalls_cleanly_and_drops_nothing() {
     );
     let (committed, ends) = committed_and_end(&group, input);
     assert_eq!(committed, ends);
+}
+
+/// Avro records (Confluent wire format, schema id 1) of `msgs`.
+fn avro_records(msgs: &[moodstream::message::CustomerMessage]) -> Vec<RawRecord<'static>> {
+    use moodstream::schema::{contract, contracts, encode_avro};
+    let schema = contract(contracts::CUSTOMER_MESSAGE);
+    msgs.iter()
+        .map(|m| {
+            let value = encode_avro(&schema, 1, m).expect("encodes");
+            (m.conversation_id.clone(), value, vec![])
+        })
+        .collect()
+}
+
+/// Issue 14: a pod that restarted while the Schema Registry was down dead-lettered every Avro
+/// record as `schema_registry_unavailable`, and committed them. Now the registry's failure is
+/// retried (partitions paused), outlasting `--retry-timeout-ms` it stops the worker with
+/// nothing dead-lettered or committed, and a worker started while it is still down rides it out.
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_down_during_a_restart_dead_letters_nothing_and_loses_nothing() {
+    use moodstream::schema::{contracts, fake_registry::FakeRegistry};
+    let _serial = SERIAL.lock().await;
+    let registry = FakeRegistry::start(&[(1, contracts::CUSTOMER_MESSAGE)]);
+    registry.set_down(true);
+    let topics = TestTopics::create("registry", 1, 3).await;
+    let input = &topics.inputs[0];
+    let n = 300 * scale();
+    let msgs = messages("registry", 0..n);
+    let mut records = avro_records(&msgs);
+    // Three records of a schema id the registry does not know: bad input, dead-lettered once
+    // the registry answers (and asked about once: the answer is cached).
+    for i in 0..3 {
+        let value = moodstream::decode::wire_format(666, b"\x02x");
+        records.push((format!("unknown-{i}"), value, vec![]));
+    }
+    produce_raw(input, &records).await;
+    let group = unique("registry-group");
+    let flags = [
+        "--topic-formats",
+        &format!("{input}=avro"),
+        "--schema-registry-url",
+        &registry.url,
+        "--retry-timeout-ms",
+        "4000",
+    ];
+
+    let mut first = Worker::start(&group, &topics, &flags);
+    let status = wait_for_exit(&mut first, Duration::from_secs(120));
+    assert!(
+        !status.success(),
+        "gives up after the retry timeout, non-zero"
+    );
+    let dlq = format!("{input}.dlq");
+    assert_eq!(read_to_end(&[&dlq], WAIT).len(), 0, "nothing dead-lettered");
+    assert_eq!(read_to_end(&[&topics.emotions], WAIT).len(), 0);
+    let (committed, _) = committed_and_end(&group, input);
+    assert_eq!(committed.iter().sum::<i64>(), 0, "nothing committed");
+
+    // Restarted while the registry is still down; it comes back 5 s later.
+    let second = Worker::start(&group, &topics, &flags[..4]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    registry.set_down(false);
+    wait_for_results(&topics, &ids(&msgs));
+    let dead = read_until(&[&dlq], WAIT, |r| r.len() >= 3);
+    assert!(second.terminate().success());
+    assert_eq!(read_to_end(&[&dlq], WAIT).len(), 3, "only the bad input");
+    for r in &dead {
+        assert_eq!(r.headers["moodstream.error.kind"], "unknown_schema");
+    }
+    let (committed, ends) = committed_and_end(&group, input);
+    assert_eq!(committed, ends);
+    let lookups = registry
+        .requests()
+        .iter()
+        .filter(|r| r.as_str() == "GET /schemas/ids/666")
+        .count();
+    assert_eq!(lookups, 1, "the unknown id was asked about once");
+}
+
+/// Issue 14: a failed inference dead-lettered its whole batch as `model_error`. Now it is
+/// retried; a failure that outlasts `--retry-timeout-ms` stops the worker, non-zero, with
+/// nothing dead-lettered and the batch's offsets uncommitted.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_failure_mid_batch_is_retried_never_dead_lettered() {
+    let _serial = SERIAL.lock().await;
+    let topics = TestTopics::create("model", 1, 3).await;
+    let input = &topics.inputs[0];
+    let n = 400 * scale();
+    let msgs = messages("model", 0..n);
+    produce_json(input, &msgs).await;
+    let group = unique("model-group");
+    let dlq = format!("{input}.dlq");
+
+    // Failing for good: stops, dead-letters nothing, commits nothing.
+    let mut failing = Worker::start_with_env(
+        &group,
+        &topics,
+        &["--retry-timeout-ms", "2000"],
+        std::process::Stdio::inherit(),
+        &[("MOODSTREAM_TEST_FAIL_INFERENCE", "1000000")],
+    );
+    let status = wait_for_exit(&mut failing, Duration::from_secs(120));
+    assert!(!status.success(), "gives up non-zero");
+    assert_eq!(read_to_end(&[&dlq], WAIT).len(), 0, "nothing dead-lettered");
+    let (committed, _) = committed_and_end(&group, input);
+    assert_eq!(committed.iter().sum::<i64>(), 0, "nothing committed");
+
+    // Five failures (a transient out-of-memory): retried, everything classified once.
+    let worker = Worker::start_with_env(
+        &group,
+        &topics,
+        &[],
+        std::process::Stdio::inherit(),
+        &[("MOODSTREAM_TEST_FAIL_INFERENCE", "5")],
+    );
+    wait_for_results(&topics, &ids(&msgs));
+    assert!(
+        metric(
+            &worker,
+            "moodstream_dependency_failures_total{dependency=\"model\"}"
+        ) >= 5.0,
+        "the failures happened"
+    );
+    assert!(worker.terminate().success());
+    assert_eq!(read_to_end(&[&dlq], WAIT).len(), 0, "nothing dead-lettered");
+    assert_eq!(read_to_end(&[&topics.emotions], WAIT).len(), n, "each once");
+    let (committed, ends) = committed_and_end(&group, input);
+    assert_eq!(committed, ends);
+}
+
+/// Issue 14: backpressure stopped polling, so a stall longer than `max.poll.interval.ms` cost
+/// the group membership (and a rebalance, and reprocessing). Now the source pauses its
+/// partitions and keeps polling. The stall here: the model failing for ~20 s (retried),
+/// against a `max.poll.interval.ms` of 8 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn stall_longer_than_max_poll_interval_keeps_group_membership() {
+    let _serial = SERIAL.lock().await;
+    let topics = TestTopics::create("stall", 1, 3).await;
+    let input = &topics.inputs[0];
+    let n = 1000 * scale();
+    let msgs = messages("stall", 0..n);
+    produce_json(input, &msgs).await;
+    let group = unique("stall-group");
+    let worker = Worker::start_with_env(
+        &group,
+        &topics,
+        &[
+            "--session-timeout-ms",
+            "6000",
+            "--drain-timeout-ms",
+            "5000",
+            "--kafka-options",
+            "max.poll.interval.ms=8000",
+            "--max-batch-size",
+            "16",
+        ],
+        std::process::Stdio::inherit(),
+        // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 + 5 + 5 + 5 s of backoff.
+        &[("MOODSTREAM_TEST_FAIL_INFERENCE", "9")],
+    );
+    wait_for_results(&topics, &ids(&msgs));
+    assert_eq!(
+        metric(&worker, "moodstream_rebalances_total{kind=\"revoke\"}"),
+        0.0,
+        "never left the group"
+    );
+    assert!(
+        metric(
+            &worker,
+            "moodstream_dependency_failures_total{dependency=\"model\"}"
+        ) >= 9.0
+    );
+    assert!(worker.terminate().success());
+    assert_eq!(
+        read_to_end(&[&topics.emotions], WAIT).len(),
+        n,
+        "no reprocessing"
+    );
+    let (committed, ends) = committed_and_end(&group, input);
+    assert_eq!(committed, ends);
+}
+
+/// Issue 14: a partition revoked while records of it were in the open transaction (its drain
+/// timed out: transactions here last longer than the drain timeout) was forgotten, and the
+/// transaction could then commit those outputs without their offsets (the next owner produces
+/// them again). Now the transaction is aborted and the worker exits non-zero; each output
+/// appears once to `read_committed` readers. (The broker's group-generation fencing often
+/// rejected such a commit before, too, so this passes against the old worker as well; the
+/// tracker's unit tests pin the abort rule.)
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_aborts_the_transaction_of_a_partition_revoked_mid_transaction() {
+    let _serial = SERIAL.lock().await;
+    let topics = TestTopics::create("eos-revoke", 1, 4).await;
+    let input = &topics.inputs[0];
+    let n = 2000 * scale();
+    let msgs = messages("eos-revoke", 0..n);
+    produce_json(input, &msgs).await;
+    let group = unique("eos-revoke-group");
+    let flags = |id: &str| {
+        vec![
+            "--exactly-once".to_string(),
+            "--transactional-id".to_string(),
+            id.to_string(),
+            "--commit-interval-ms".to_string(),
+            "8000".to_string(),
+            "--drain-timeout-ms".to_string(),
+            "2000".to_string(),
+            "--session-timeout-ms".to_string(),
+            "6000".to_string(),
+        ]
+    };
+    let (a_id, b_id) = (unique("eos-revoke-a"), unique("eos-revoke-b"));
+    let a_flags = flags(&a_id);
+    let a_flags: Vec<&str> = a_flags.iter().map(String::as_str).collect();
+    let mut a = Worker::start(&group, &topics, &a_flags);
+    a.wait_ready(WAIT);
+    tokio::time::sleep(Duration::from_secs(3)).await; // mid-transaction
+    let b_flags = flags(&b_id);
+    let b_flags: Vec<&str> = b_flags.iter().map(String::as_str).collect();
+    let b = Worker::start(&group, &topics, &b_flags);
+    // The first worker exits non-zero once it aborted (the usual case: it is mid-transaction
+    // when the second one joins); it restarts, as Kubernetes would restart it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let mut a_status = None;
+    while a_status.is_none() && std::time::Instant::now() < deadline {
+        a_status = a.child.try_wait().expect("wait");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("eos-revoke: the first worker exited: {a_status:?}");
+    let others = match a_status {
+        Some(status) => {
+            assert!(!status.success(), "an aborted transaction is fatal");
+            let c_flags = flags(&a_id);
+            let c_flags: Vec<&str> = c_flags.iter().map(String::as_str).collect();
+            vec![b, Worker::start(&group, &topics, &c_flags)]
+        }
+        None => vec![b, a],
+    };
+    wait_for_results(&topics, &ids(&msgs));
+    for w in others {
+        assert!(w.terminate().success());
+    }
+    let all = read_to_end(&[&topics.emotions], WAIT);
+    let unique_ids = message_ids(&all);
+    assert_eq!(unique_ids.len(), n);
+    assert_eq!(all.len(), n, "read_committed readers see each result once");
 }

@@ -241,3 +241,96 @@ async fn readiness_turns_off_while_draining() {
     let status = wait_for_exit(&mut worker, Duration::from_secs(60));
     assert!(status.success());
 }
+
+/// Issue 14: a missing output topic crash-looped the worker on the first record that needed
+/// it. Now every output topic is checked at startup, with a clear error.
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_to_start_when_an_output_topic_is_missing() {
+    let topics = TestTopics::create("missing", 1, 1).await;
+    let other = topics.reply_topic("other");
+    delete_topic(&other).await;
+    let dlq = format!("{}.dlq", topics.inputs[0]);
+    delete_topic(&dlq).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // deletion is asynchronous
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut worker = Worker::start_with_stderr(
+        &unique("missing-group"),
+        &topics,
+        &[],
+        std::process::Stdio::from(log.reopen().expect("log")),
+    );
+    let status = wait_for_exit(&mut worker, Duration::from_secs(120));
+    assert!(!status.success());
+    let stderr = std::fs::read_to_string(log.path()).expect("log");
+    assert!(
+        stderr.contains("output topics do not exist")
+            && stderr.contains(&other)
+            && stderr.contains(&dlq),
+        "{stderr}"
+    );
+}
+
+/// Issue 14: a dead letter larger than its topic accepts failed its delivery, which is fatal:
+/// the worker crash-looped on that record forever. Now it goes truncated (no value, a header
+/// saying so) and the partition moves on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_too_large_for_its_topic_goes_truncated() {
+    let topics = TestTopics::create("bigdlq", 1, 1).await;
+    let input = &topics.inputs[0];
+    let dlq = format!("{input}.dlq");
+    // A dead-letter topic that takes at most 2 KB per record.
+    delete_topic(&dlq).await;
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .expect("admin");
+    let topic = rdkafka::admin::NewTopic::new(&dlq, 1, rdkafka::admin::TopicReplication::Fixed(1))
+        .set("max.message.bytes", "2048");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = admin
+            .create_topics([&topic], &rdkafka::admin::AdminOptions::new())
+            .await
+            .expect("create");
+        match &r[0] {
+            Ok(_) => break,
+            // Still being deleted.
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    // Malformed and incompressible (the producer compresses with lz4).
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let big: Vec<u8> = (0..10_000)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if i == 0 { b'{' } else { state as u8 }
+        })
+        .collect();
+    let good = serde_json::to_vec(&message("bigdlq", 1, 1, TEXTS[0])).unwrap();
+    produce_raw(
+        input,
+        &[("k".into(), big, vec![]), ("k".into(), good, vec![])],
+    )
+    .await;
+    let group = unique("bigdlq-group");
+    let worker = Worker::start(&group, &topics, &[]);
+    let dead = read_all(&[&dlq], 1, Duration::from_secs(120));
+    assert_eq!(dead.len(), 1, "dead-lettered");
+    assert!(dead[0].value.is_empty(), "without the value");
+    assert_eq!(dead[0].headers["moodstream.error.kind"], "malformed_json");
+    assert!(
+        dead[0].headers["moodstream.dead_letter.truncated"].contains("10000 bytes"),
+        "{:?}",
+        dead[0].headers
+    );
+    read_all(&[&topics.emotions], 1, Duration::from_secs(120));
+    assert!(worker.terminate().success());
+    let (committed, ends) = committed_and_end(&group, input);
+    assert_eq!(committed, ends);
+}

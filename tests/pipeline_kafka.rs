@@ -172,6 +172,14 @@ async fn dead_letters_malformed_inputs_with_reasons_and_leaves_no_offset_gap() {
         assert!(!r.headers["moodstream.error.reason"].is_empty());
     }
     assert_eq!(dead[0].value, b"{not json", "the original bytes are kept");
+    // A value over --max-message-bytes is not copied, nor dead-lettered whole.
+    assert!(dead[4].value.is_empty(), "oversized value left out");
+    assert!(dead[4].headers["moodstream.error.reason"].contains("300000 bytes"));
+    assert!(
+        dead[4]
+            .headers
+            .contains_key("moodstream.dead_letter.truncated")
+    );
     assert!(worker.terminate().success());
     let (committed, ends) = committed_and_end(&group, input);
     assert_eq!(
@@ -277,4 +285,50 @@ async fn second_worker_takes_over_partitions_when_first_leaves() {
     assert!(b.terminate().success());
     let (committed, ends) = committed_and_end(&group, input);
     assert_eq!(committed, ends);
+}
+
+/// The consumer_lag gauges of `topic` a worker exports.
+fn lag_gauges(worker: &Worker, topic: &str) -> usize {
+    let (_, body) = worker.get("/metrics").expect("/metrics answers");
+    body.lines()
+        .filter(|l| l.starts_with("moodstream_consumer_lag{") && l.contains(topic))
+        .count()
+}
+
+/// Issue 14: a revoked partition's lag gauge stayed, frozen, so a dashboard summing lag over
+/// pods counted it twice. Now a worker exports lag for its assigned partitions only.
+#[tokio::test(flavor = "multi_thread")]
+async fn lag_gauges_follow_the_assignment() {
+    let topics = TestTopics::create("lag", 1, 6).await;
+    let input = &topics.inputs[0];
+    let group = unique("lag-group");
+    let msgs: Vec<_> = (0..60)
+        .map(|i| message("lag", i, 30, TEXTS[i % 4]))
+        .collect();
+    produce_json(input, &msgs).await;
+    let a = Worker::start(&group, &topics, &[]);
+    a.wait_ready(Duration::from_secs(120));
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    // Statistics come every 5 s.
+    wait_for("lag of all six partitions", &|| lag_gauges(&a, input) == 6);
+    let b = Worker::start(&group, &topics, &[]);
+    b.wait_ready(Duration::from_secs(120));
+    wait_for(
+        "the first worker drops the lag of the partitions it lost",
+        &|| lag_gauges(&a, input) < 6,
+    );
+    // And does not get them back from a later statistics report.
+    std::thread::sleep(Duration::from_secs(6));
+    let mine = lag_gauges(&a, input);
+    wait_for("the second worker reports the rest", &|| {
+        lag_gauges(&b, input) + mine == 6
+    });
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
 }

@@ -398,3 +398,94 @@ fn no_value_and_empty_value_are_dead_lettered() {
         "malformed_wire_format"
     );
 }
+
+/// Captures what the log subscriber writes, for the sentinel test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("capture").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A card number planted everywhere: before the fix, `redact_quoted` stopped at an escaped
+/// quote and the rest of a quoted value reached the `moodstream.error.reason` header and the
+/// WARN log. Now no parser message is echoed at all.
+#[test]
+fn a_sentinel_planted_anywhere_never_reaches_headers_logs_or_metrics() {
+    const SENTINEL: &str = "4111111111111111";
+    let plants = [
+        SENTINEL.to_string(),
+        format!("\"{SENTINEL}\""),
+        format!("\\\"{SENTINEL}"),
+        format!("x\\\"{SENTINEL}\\\""),
+        format!("\"{SENTINEL}\":"),
+        format!("\"{SENTINEL}\":\"{SENTINEL}\","),
+        format!("\\u0022{SENTINEL}"),
+    ];
+    let good = serde_json::to_string(&good_message()).expect("json");
+    // A mistyped field: the parser quotes the string it got.
+    let mistyped = good.replace("1700000000000", "\"at noon\"");
+    let avro = encode(&good_message(), Format::Avro);
+    let d = decoder();
+    let capture = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let capture = capture.clone();
+            move || capture.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let mut reasons = 0;
+    tracing::subscriber::with_default(subscriber, || {
+        let mut check = |bytes: &[u8], format: Format| {
+            let Err(e) = d.decode(Some(bytes), format) else {
+                return;
+            };
+            reasons += 1;
+            let origin = crate::pipeline::Origin {
+                topic: Arc::from("in"),
+                partition: 0,
+                offset: 7,
+                seq: 0,
+                consumed_at: std::time::Instant::now(),
+                consumed_wall: std::time::SystemTime::now(),
+                trace: Default::default(),
+                key: None,
+                payload: Some(bytes.to_vec()),
+            };
+            let reason = e.to_string();
+            crate::sink::log_dead_letter(&origin, e.kind(), &reason);
+            for (name, value) in crate::sink::dead_letter_headers(&origin, e.kind(), &reason) {
+                assert!(!value.contains(SENTINEL), "header {name} leaks: {value}");
+            }
+        };
+        for base in [&good, &mistyped] {
+            for at in (0..=base.len()).filter(|i| base.is_char_boundary(*i)) {
+                for plant in &plants {
+                    let mut text = base.clone();
+                    text.insert_str(at, plant);
+                    check(text.as_bytes(), Format::Json);
+                }
+            }
+        }
+        for at in 0..=avro.len() {
+            let mut bytes = avro.clone();
+            bytes.splice(at..at, SENTINEL.bytes());
+            check(&bytes, Format::Avro);
+        }
+    });
+    assert!(reasons > 1000, "most plants break the record ({reasons})");
+    let logs = String::from_utf8_lossy(&capture.0.lock().expect("capture")).to_string();
+    assert!(
+        logs.contains("dead-lettering record"),
+        "the log was captured"
+    );
+    assert!(!logs.contains(SENTINEL), "a log line leaks the sentinel");
+    assert!(!crate::telemetry::metrics().render().contains(SENTINEL));
+}

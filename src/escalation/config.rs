@@ -49,7 +49,11 @@ pub mod defaults {
 pub struct EscalationConfig {
     /// Redis URL shared by all replicas (`redis://host:6379/0`). Unset: in-memory windows only,
     /// which is correct for a single replica.
-    #[arg(long = "redis-url", env = "MOODSTREAM_REDIS_URL")]
+    #[arg(
+        long = "redis-url",
+        env = "MOODSTREAM_REDIS_URL",
+        hide_env_values = true
+    )]
     pub redis_url: Option<RedisUrl>,
 
     /// Redis ACL user name (Redis 6+), when not in the URL.
@@ -194,8 +198,10 @@ pub struct EscalationConfig {
     #[arg(long = "escalation-surge-cooldown-secs", env = "MOODSTREAM_ESCALATION_SURGE_COOLDOWN_SECS", default_value_t = defaults::SURGE_COOLDOWN_SECS)]
     pub surge_cooldown_secs: u64,
 
-    /// Messages whose `sent_at` is older than this (relative to the replica clock) are counted
-    /// in the current time bucket instead of their own; future `sent_at` is clamped to now.
+    /// Allowed lateness: messages whose `sent_at` is this much behind their input partition's
+    /// event-time watermark (the latest `sent_at` seen there) are counted in the watermark's
+    /// bucket instead of their own; a future `sent_at` is clamped to now. Hours are fine (surge
+    /// buckets then live that much longer in Redis).
     #[arg(long = "escalation-late-tolerance-ms", env = "MOODSTREAM_ESCALATION_LATE_TOLERANCE_MS", default_value_t = defaults::LATE_TOLERANCE_MS)]
     pub late_tolerance_ms: u64,
 

@@ -21,7 +21,7 @@ mod surge;
 pub mod testkit;
 mod trend;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -82,6 +82,9 @@ pub struct Escalator {
 struct Inner {
     cfg: EscalationConfig,
     clock: Arc<dyn Clock>,
+    /// Event-time watermark per input partition: the latest `sent_at` seen there, never past
+    /// processing time.
+    watermarks: std::sync::Mutex<HashMap<(String, i32), i64>>,
     memory: MemoryStore,
     redis: Option<RedisStore>,
     degraded: AtomicBool,
@@ -103,6 +106,7 @@ impl Escalator {
         let inner = Arc::new(Inner {
             cfg: cfg.clone(),
             clock,
+            watermarks: std::sync::Mutex::default(),
             memory: MemoryStore::new(cfg),
             redis,
             degraded: AtomicBool::new(unusable),
@@ -146,10 +150,21 @@ impl Escalator {
         let inner = &*self.inner;
         let cfg = &inner.cfg;
         let now_ms = inner.clock.now_ms();
-        let recs: Vec<Record> = items
-            .iter()
-            .map(|(msg, result)| Record::new(cfg, msg, result, now_ms))
-            .collect();
+        let recs: Vec<Record> = {
+            let mut watermarks = inner
+                .watermarks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            items
+                .iter()
+                .map(|(msg, result)| {
+                    let partition = (result.source_topic.clone(), result.source_partition);
+                    let watermark = watermarks.entry(partition).or_insert(i64::MIN);
+                    *watermark = (*watermark).max(msg.sent_at.min(now_ms));
+                    Record::at(cfg, msg, result, now_ms, *watermark)
+                })
+                .collect()
+        };
         let late = recs.iter().filter(|rec| rec.late).count() as u64;
         inner
             .counters
@@ -357,7 +372,22 @@ fn detect(
     rec: &Record,
     snapshot: &Snapshot,
 ) -> (ConversationTrend, Vec<Detection>) {
-    let assessment = trend::assess(cfg, &snapshot.turns);
+    // A redelivered message (a replay after a crash, a failed delivery or an aborted
+    // transaction) is judged on the window as it stood at its own turn, not the newest one,
+    // so it yields the same detection (and, its claim token being the same, the same event).
+    let window = match snapshot.duplicate {
+        false => &snapshot.turns[..],
+        true => match snapshot
+            .turns
+            .iter()
+            .position(|t| t.message_id == rec.turn.message_id)
+        {
+            Some(at) => &snapshot.turns[..=at],
+            // Trimmed out of the window since: too old to judge again.
+            None => &[],
+        },
+    };
+    let assessment = trend::assess(cfg, window);
     let mut detections: Vec<Detection> = assessment.detection.into_iter().collect();
     if rec.negative {
         detections.extend(repeat::assess(cfg, &snapshot.contacts, rec.event_ms));
@@ -455,6 +485,26 @@ pub(crate) mod tests {
         assert!(observations[5..].iter().all(|o| o.trend.escalated));
         assert_eq!(observations[7].trend.turns, 8);
         assert!(!escalator.is_degraded());
+    }
+
+    /// Issue 14: a redelivered turn was judged on the conversation's newest window, so a
+    /// replay after `kill -9` lost the escalation its first pass had raised.
+    #[tokio::test]
+    async fn a_replayed_conversation_raises_the_same_events() {
+        let (escalator, clock) = in_memory(EscalationConfig::default()).await;
+        for from in [0, 3, 5, 7] {
+            let conversation = format!("conv-replay-{from}");
+            let (first, replay) = testkit::observe_and_replay(
+                &escalator,
+                &clock,
+                &conversation,
+                &testkit::angry_then_calmed(),
+                from,
+            )
+            .await;
+            assert_eq!(first[5].len(), 1, "turn 6 escalates");
+            assert_eq!(replay, first[from..], "replayed from turn {}", from + 1);
+        }
     }
 
     #[tokio::test]
@@ -573,6 +623,27 @@ pub(crate) mod tests {
         assert_eq!(events[0].customer_id, None);
         assert!(events[0].first_seen >= testkit::burst_start(T0));
         assert_eq!(events[0].trigger_message_ids.len(), 10);
+    }
+
+    /// Issue 14: windows ran in processing time, so a backlog replayed after downtime fell
+    /// into one bucket with no baseline and its surge was never reported. Now they run on the
+    /// partition's event-time watermark: the same input gives the same event, live or replayed.
+    #[tokio::test]
+    async fn a_backlog_replayed_a_day_later_reports_its_surge_at_its_event_time() {
+        let replay = testkit::surge_replay(T0, "acme");
+        let (escalator, clock) = in_memory(EscalationConfig::default()).await;
+        clock.set_ms(T0 + 24 * 3_600_000);
+        let mut events = Vec::new();
+        for (msg, res) in &replay {
+            clock.advance_ms(1); // the backlog drains fast
+            events.extend(escalator.observe(msg, res).await.events);
+        }
+        assert_eq!(events.len(), 1, "{events:#?}");
+        assert_eq!(events[0].kind, EscalationKind::Surge);
+        assert_eq!(events[0].scope, "surge:tenant=acme,channel=chat");
+        assert!(events[0].first_seen >= testkit::burst_start(T0));
+        assert!(events[0].first_seen < testkit::burst_start(T0) + 60_000);
+        assert_eq!(escalator.stats().late_messages_total, 0);
     }
 
     #[tokio::test]

@@ -21,21 +21,21 @@ use super::surge::SurgeWindow;
 /// Appends the message to its windows and reads them back.
 ///
 /// KEYS: conversation list, conversation trend cooldown, customer zset, surge key prefix.
-/// ARGV: 1 encoded turn, 2 "\t" .. message id (duplicate check), 3 max turns, 4 conversation
+/// ARGV: 1 encoded turn, 2 message id (duplicate check: equal to a stored turn's id, the field
+/// after its fourth tab, as the memory store compares), 3 max turns, 4 conversation
 /// TTL s, 5 negative (1/0), 6 contact member, 7 event ms, 8 repeat cut-off ms, 9 repeat TTL s,
 /// 10 contact cap, 11 event bucket, 12 now bucket, 13 recent buckets, 14 baseline buckets,
-/// 15 surge TTL s, 16 negatives entry, 17 negatives cap.
+/// 15 surge TTL s, 16 negatives entry, 17 negatives cap, 18 oldest bucket worth keeping.
 ///
 /// Returns {duplicate, turns, trend cooldown or "", contacts (member, score, ...), has surge,
 /// recent total, recent negative, baseline total, baseline negative, first negative bucket or
-/// -1, negatives}. Bucket keys are derived from the prefix inside the script, so this needs a
+/// -1, negatives}. The bucket hash is derived from the prefix inside the script, so this needs a
 /// standalone Redis (not Cluster).
 const RECORD_SCRIPT: &str = r"
 local turns = redis.call('LRANGE', KEYS[1], 0, -1)
-local suffix = ARGV[2]
 local dup = 0
 for _, t in ipairs(turns) do
-  if string.sub(t, -#suffix) == suffix then dup = 1 break end
+  if string.match(t, '^[^\t]*\t[^\t]*\t[^\t]*\t[^\t]*\t(.*)$') == ARGV[2] then dup = 1 break end
 end
 if dup == 0 then
   redis.call('RPUSH', KEYS[1], ARGV[1])
@@ -46,11 +46,18 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 local cooldown = redis.call('GET', KEYS[2]) or ''
 local negative = ARGV[5] == '1'
 local prefix = KEYS[4]
+local buckets = prefix .. 'b'
 if dup == 0 then
-  local bucket = prefix .. ARGV[11]
-  redis.call('HINCRBY', bucket, 't', 1)
-  if negative then redis.call('HINCRBY', bucket, 'n', 1) end
-  redis.call('EXPIRE', bucket, ARGV[15])
+  redis.call('HINCRBY', buckets, 't:' .. ARGV[11], 1)
+  if negative then redis.call('HINCRBY', buckets, 'n:' .. ARGV[11], 1) end
+  redis.call('EXPIRE', buckets, ARGV[15])
+  -- The hash lives as long as writes come; drop buckets past the TTL now and then.
+  if redis.call('HLEN', buckets) > 4 * (tonumber(ARGV[13]) + tonumber(ARGV[14])) + 8 then
+    local oldest = tonumber(ARGV[18])
+    for _, field in ipairs(redis.call('HKEYS', buckets)) do
+      if tonumber(string.sub(field, 3)) < oldest then redis.call('HDEL', buckets, field) end
+    end
+  end
 end
 if not negative then
   return {dup, turns, cooldown, {}, 0, 0, 0, 0, 0, -1, {}}
@@ -71,20 +78,39 @@ local now_b = tonumber(ARGV[12])
 local recent = tonumber(ARGV[13])
 local base = tonumber(ARGV[14])
 local rt, rn, bt, bn, first = 0, 0, 0, 0, -1
-for i = now_b - recent + 1, now_b do
-  local v = redis.call('HMGET', prefix .. i, 't', 'n')
-  local n = tonumber(v[2]) or 0
-  rt = rt + (tonumber(v[1]) or 0)
-  rn = rn + n
-  if n > 0 and first < 0 then first = i end
-end
-for i = now_b - recent - base + 1, now_b - recent do
-  local v = redis.call('HMGET', prefix .. i, 't', 'n')
-  bt = bt + (tonumber(v[1]) or 0)
-  bn = bn + (tonumber(v[2]) or 0)
+-- Every bucket of both windows in one HMGET per 500 buckets (not one per bucket).
+local lo = now_b - recent - base + 1
+local from = lo
+while from <= now_b do
+  local to = math.min(from + 499, now_b)
+  local fields = {}
+  for i = from, to do
+    fields[#fields + 1] = 't:' .. i
+    fields[#fields + 1] = 'n:' .. i
+  end
+  local v = redis.call('HMGET', buckets, unpack(fields))
+  for i = from, to do
+    local k = (i - from) * 2
+    local t = tonumber(v[k + 1]) or 0
+    local n = tonumber(v[k + 2]) or 0
+    if i > now_b - recent then
+      rt = rt + t
+      rn = rn + n
+      if n > 0 and first < 0 then first = i end
+    else
+      bt = bt + t
+      bn = bn + n
+    end
+  end
+  from = to + 1
 end
 return {dup, turns, cooldown, contacts, 1, rt, rn, bt, bn, first, negatives}
 ";
+
+/// Buckets a surge bucket outlives the current one (its TTL, in buckets).
+fn oldest_bucket_age(cfg: &EscalationConfig) -> i64 {
+    (cfg.surge_ttl_secs().div_ceil(cfg.surge_bucket_secs.max(1))) as i64
+}
 
 /// Takes the cooldowns (same rule as `store::decide_claim`): `SET NX EX` opens an incident;
 /// an open warning may be replaced by a critical once (TTL kept); the opener's own token is
@@ -231,7 +257,7 @@ impl RedisStore {
                     .key(&rec.keys.customer)
                     .key(&rec.keys.surge_prefix)
                     .arg(encode_turn(&rec.turn))
-                    .arg(format!("\t{}", rec.turn.message_id))
+                    .arg(&rec.turn.message_id)
                     .arg(cfg.trend_max_turns)
                     .arg(cfg.trend_ttl_secs)
                     .arg(u8::from(rec.negative))
@@ -249,7 +275,8 @@ impl RedisStore {
                     .arg(cfg.baseline_buckets())
                     .arg(cfg.surge_ttl_secs())
                     .arg(encode_negative(rec.event_ms, &rec.turn.message_id))
-                    .arg(cfg.max_trigger_ids);
+                    .arg(cfg.max_trigger_ids)
+                    .arg(rec.now_bucket - oldest_bucket_age(cfg));
                 invocation
             })
             .collect();

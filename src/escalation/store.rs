@@ -15,7 +15,7 @@
 //! |---|---|---|---|
 //! | `<p>:esc:conv:<h>` | list | last N turns `event_ms \t negativity \t emotion \t confidence \t message_id` | trend TTL |
 //! | `<p>:esc:cust:<h>` | zset | negative messages `conversation hash \t message_id`, score = event ms | repeat window |
-//! | `<p>:esc:surge:<h>:<bucket>` | hash | `t` total, `n` negative messages in the bucket | windows + late tolerance |
+//! | `<p>:esc:surge:<h>:b` | hash | `t:<bucket>` total, `n:<bucket>` negative messages per bucket (read in one `HMGET`) | windows + late tolerance, refreshed by writes; buckets past it dropped |
 //! | `<p>:esc:surge:<h>:neg` | list | latest negatives `event_ms \t message_id` | same |
 //! | `<p>:esc:cooldown:<kind>:<h>` | string | `severity:token` of the open incident | kind's cooldown |
 
@@ -46,7 +46,7 @@ pub(crate) fn hash_id(parts: &[&str]) -> String {
 pub(crate) struct Keys {
     pub conversation: String,
     pub customer: String,
-    /// Bucket keys are this plus the bucket index; the negatives list is this plus `neg`.
+    /// The bucket hash is this plus `b`; the negatives list is this plus `neg`.
     pub surge_prefix: String,
     pub conversation_hash: String,
     pub customer_hash: String,
@@ -84,10 +84,14 @@ impl Keys {
 /// One message, as the stores record it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Record {
-    /// Processing time of this replica.
+    /// Processing time of this replica (expiry of in-memory state, `detected_at`).
     pub now_ms: i64,
-    /// `sent_at`, clamped: future times become now; times older than the late tolerance
-    /// become now too (counted in the current bucket).
+    /// Event time of the windows: the watermark of the message's input partition (the latest
+    /// `sent_at` seen there, never past processing time), so a backlog replayed after downtime
+    /// is judged at the times its messages were sent, as it was live.
+    pub clock_ms: i64,
+    /// `sent_at`, clamped: future times become the event clock; times older than the late
+    /// tolerance (behind the watermark) become the event clock too (the current bucket).
     pub event_ms: i64,
     /// `sent_at` was older than the late tolerance.
     pub late: bool,
@@ -100,18 +104,31 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// A message judged at processing time (`clock_ms` = `now_ms`).
+    #[cfg(test)]
     pub fn new(
         cfg: &EscalationConfig,
         msg: &CustomerMessage,
         result: &EmotionResult,
         now_ms: i64,
     ) -> Self {
+        Self::at(cfg, msg, result, now_ms, now_ms)
+    }
+
+    /// A message judged at event time `clock_ms` (its partition's watermark).
+    pub fn at(
+        cfg: &EscalationConfig,
+        msg: &CustomerMessage,
+        result: &EmotionResult,
+        now_ms: i64,
+        clock_ms: i64,
+    ) -> Self {
         let tolerance = i64::try_from(cfg.late_tolerance_ms).unwrap_or(i64::MAX);
-        let late = msg.sent_at < now_ms.saturating_sub(tolerance);
+        let late = msg.sent_at < clock_ms.saturating_sub(tolerance);
         let event_ms = if late {
-            now_ms
+            clock_ms
         } else {
-            msg.sent_at.min(now_ms)
+            msg.sent_at.min(clock_ms)
         };
         let emotion = result.primary();
         let negative = counts_as_negative(emotion, result.negativity, cfg.negativity_threshold);
@@ -119,6 +136,7 @@ impl Record {
         let bucket_ms = cfg.bucket_ms();
         Self {
             now_ms,
+            clock_ms,
             event_ms,
             late,
             negative,
@@ -132,7 +150,7 @@ impl Record {
             keys: Keys::new(&cfg.redis_key_prefix, msg, &surge),
             surge,
             event_bucket: event_ms.div_euclid(bucket_ms),
-            now_bucket: now_ms.div_euclid(bucket_ms),
+            now_bucket: clock_ms.div_euclid(bucket_ms),
         }
     }
 
@@ -149,7 +167,8 @@ pub(crate) struct Snapshot {
     /// The message was already in its conversation window (a redelivery): nothing was counted
     /// again.
     pub duplicate: bool,
-    /// The conversation's turns, oldest first, ending with this message.
+    /// The conversation's turns, oldest first, ending with this message (a duplicate: the
+    /// newest turns, this message's somewhere among them, if not trimmed away).
     pub turns: Vec<Turn>,
     /// Severity of the conversation's open trend incident, if any.
     pub conversation_cooldown: Option<Severity>,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::message::{CustomerMessage, Emotion, EmotionResult};
 
-use super::{Escalator, ManualClock, Observation};
+use super::{Clock, Escalator, ManualClock, Observation};
 
 /// Baseline traffic before the burst, ms.
 const BASELINE_MS: i64 = 15 * 60 * 1_000;
@@ -25,6 +25,19 @@ pub const ANGRIER_CONVERSATION: [(f32, Emotion, f32); 8] = [
     (0.80, Emotion::Frustration, 0.8),
     (0.75, Emotion::Disappointment, 0.8),
 ];
+
+/// Angrier until turn 6 (which escalates, as in [`ANGRIER_CONVERSATION`]), then calmed down:
+/// the newest window no longer says "escalate", so a replay of turn 6 must be judged on the
+/// window as it stood at turn 6.
+pub fn angry_then_calmed() -> Vec<(f32, Emotion, f32)> {
+    let mut turns = ANGRIER_CONVERSATION[..6].to_vec();
+    turns.extend([
+        (0.00, Emotion::Gratitude, 0.9),
+        (0.00, Emotion::Gratitude, 0.9),
+        (0.00, Emotion::Satisfaction, 0.9),
+    ]);
+    turns
+}
 
 /// Turns of a calm conversation: nothing escalates.
 pub const CALM_CONVERSATION: [(f32, Emotion, f32); 7] = [
@@ -208,4 +221,59 @@ pub async fn observe_in_rounds(
         }
     }
     out
+}
+
+/// An event as a replay must reproduce it: `id kind severity`.
+fn summary(o: &Observation) -> Vec<String> {
+    o.events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e.escalation_id,
+                e.kind.as_str(),
+                e.severity.as_str()
+            )
+        })
+        .collect()
+}
+
+/// Observes a conversation (one turn a second, message ids `<conversation>-<i>`), then, a
+/// minute later, observes its turns from `from` (0-based) again, as a worker restarted after
+/// `kill -9` reprocesses its uncommitted tail. Returns the events of each turn in the first pass
+/// and in the replay.
+pub async fn observe_and_replay(
+    escalator: &Escalator,
+    clock: &ManualClock,
+    conversation: &str,
+    turns: &[(f32, Emotion, f32)],
+    from: usize,
+) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let start = clock.now_ms();
+    let messages: Vec<(CustomerMessage, EmotionResult)> = turns
+        .iter()
+        .enumerate()
+        .map(|(i, &(negativity, emotion, confidence))| {
+            let msg = message(
+                &format!("{conversation}-{i}"),
+                conversation,
+                &format!("{conversation}-customer"),
+                start + 1_000 * (i as i64 + 1),
+            );
+            let res = result(&msg, emotion, negativity, confidence);
+            (msg, res)
+        })
+        .collect();
+    let mut first = Vec::new();
+    for (msg, res) in &messages {
+        clock.advance_ms(1_000);
+        first.push(summary(&escalator.observe(msg, res).await));
+    }
+    clock.advance_ms(60_000);
+    let mut replay = Vec::new();
+    for (msg, res) in &messages[from..] {
+        clock.advance_ms(10);
+        replay.push(summary(&escalator.observe(msg, res).await));
+    }
+    (first, replay)
 }

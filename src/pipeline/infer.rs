@@ -2,6 +2,7 @@
 //! the async world through bounded channels (`blocking_send`/`blocking_recv`), never the other
 //! way round.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Instant, SystemTime};
@@ -10,8 +11,9 @@ use opentelemetry::KeyValue;
 use tokio::sync::mpsc;
 
 use crate::batcher::Batch;
-use crate::model::{Engine, Scorer, Tokenizer};
+use crate::model::{Encoded, Engine, ModelError, Scorer, Tokenizer};
 use crate::reply::language::identify;
+use crate::retry::{Backoff, RetryPolicy};
 use crate::telemetry::metrics;
 
 use super::{Classified, DeadLetter, Job, Outcome, Tokenized};
@@ -57,6 +59,11 @@ pub(super) fn spawn_tokenizers(
     }
 }
 
+/// Test hook for the fault suite: `MOODSTREAM_TEST_FAIL_INFERENCE=<n>` makes the process's
+/// first `n` inference calls fail, as a transient CUDA out-of-memory would.
+const FAIL_INFERENCE_ENV: &str = "MOODSTREAM_TEST_FAIL_INFERENCE";
+static INJECTED_FAILURES: AtomicU64 = AtomicU64::new(0);
+
 /// One model thread per session (`model-<i>`), each taking the next batch from the batcher.
 /// Batches finish out of order; the post stage's sequencer restores input order.
 pub(super) fn spawn_models(
@@ -64,14 +71,62 @@ pub(super) fn spawn_models(
     scorer: &Scorer,
     batches: mpsc::Receiver<Batch<Tokenized>>,
     out: &mpsc::Sender<Classified>,
+    retry: &RetryPolicy,
 ) {
+    if let Some(n) = std::env::var(FAIL_INFERENCE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tracing::warn!(
+            failures = n,
+            "test hook: the first inference calls will fail"
+        );
+        INJECTED_FAILURES.store(n, Ordering::Relaxed);
+    }
     let batches = Arc::new(Mutex::new(batches));
     for (i, engine) in engines.into_iter().enumerate() {
-        let (scorer, batches, out) = (scorer.clone(), batches.clone(), out.clone());
+        let (scorer, batches, out, retry) =
+            (scorer.clone(), batches.clone(), out.clone(), retry.clone());
         thread::Builder::new()
             .name(format!("model-{i}"))
-            .spawn(move || run_model(engine, &scorer, &batches, &out))
+            .spawn(move || run_model(engine, &scorer, &batches, &out, &retry))
             .expect("spawning a model thread");
+    }
+}
+
+fn infer_once(engine: &mut Engine, encs: &[&Encoded]) -> Result<Vec<[f32; 8]>, ModelError> {
+    let injected = INJECTED_FAILURES
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    if injected {
+        return Err(ModelError::Inference("injected failure (test hook)".into()));
+    }
+    engine.infer(encs)
+}
+
+/// Runs one batch, retrying a failure with backoff for the retry timeout (a transient CUDA
+/// out-of-memory must not lose 64 good messages). Meanwhile the queues behind the model fill
+/// and the source pauses its partitions (it keeps polling).
+fn infer_retrying(
+    engine: &mut Engine,
+    encs: &[&Encoded],
+    retry: &RetryPolicy,
+) -> Result<Vec<[f32; 8]>, ModelError> {
+    let mut backoff = Backoff::new(retry.timeout);
+    loop {
+        let result = infer_once(engine, encs);
+        let Err(e) = &result else { return result };
+        metrics()
+            .dependency_failures
+            .with_label_values(&["model"])
+            .inc();
+        match backoff.next_delay() {
+            Some(delay) => {
+                tracing::warn!(error = %e, batch = encs.len(), retry_in = ?delay, "inference failed; retrying");
+                thread::sleep(delay);
+            }
+            None => return result,
+        }
     }
 }
 
@@ -80,6 +135,7 @@ fn run_model(
     scorer: &Scorer,
     batches: &Mutex<mpsc::Receiver<Batch<Tokenized>>>,
     out: &mpsc::Sender<Classified>,
+    retry: &RetryPolicy,
 ) {
     let m = metrics();
     // The lock is held only while waiting for the next batch, never during inference.
@@ -93,7 +149,17 @@ fn run_model(
         let started = Instant::now();
         let started_wall = SystemTime::now();
         let encs: Vec<_> = batch.items.iter().map(|t| &t.enc).collect();
-        let result = engine.infer(&encs);
+        let result = infer_retrying(&mut engine, &encs, retry);
+        if let (Err(e), Some(fatal)) = (&result, &retry.fatal) {
+            // Never dead-letter good records for our own failure: stop the worker instead;
+            // the batch's offsets are not committed and it is reprocessed after the restart.
+            fatal.report(format!(
+                "inference failed for {:?} (batch of {}): {e}",
+                retry.timeout,
+                encs.len()
+            ));
+            return;
+        }
         m.inference_seconds.observe(started.elapsed().as_secs_f64());
         let ended_wall = SystemTime::now();
         let size = batch.items.len() as i64;
@@ -134,7 +200,7 @@ fn run_model(
             }
         }
         if let Err(e) = &result {
-            tracing::error!(error = %e, batch = size, "inference failed; batch dead-lettered");
+            tracing::error!(error = %e, batch = size, "inference failed; batch failed");
         }
     }
 }

@@ -104,6 +104,16 @@ pub struct Classified {
     pub outcome: Outcome,
 }
 
+/// What [`Inlet::try_submit`] did with a record.
+#[derive(Debug)]
+pub enum Submit {
+    Sent,
+    /// The stage's queue is full (backpressure): the record comes back.
+    Full(Box<(Origin, Result<CustomerMessage, crate::decode::DecodeError>)>),
+    /// The pipeline has shut down.
+    Closed,
+}
+
 /// Senders into a running pipeline. Dropping both (and every clone) drains and closes it.
 pub struct Inlet {
     /// Decoded messages (blocking send: call from the source thread).
@@ -123,31 +133,72 @@ impl Inlet {
     ) -> bool {
         match decoded {
             Ok(msg) => self.jobs.send(Job { origin, msg }).is_ok(),
-            Err(e) => self
-                .dead
-                .blocking_send(Classified {
-                    origin,
-                    outcome: Outcome::DeadLetter(DeadLetter {
-                        kind: e.kind(),
-                        reason: e.to_string(),
-                    }),
-                })
-                .is_ok(),
+            Err(e) => self.dead.blocking_send(dead_letter(origin, &e)).is_ok(),
+        }
+    }
+
+    /// As [`Inlet::submit`] without blocking: a full queue hands the record back, so the
+    /// source can keep polling (and pause the partition) instead of waiting.
+    pub fn try_submit(
+        &self,
+        origin: Origin,
+        decoded: Result<CustomerMessage, crate::decode::DecodeError>,
+    ) -> Submit {
+        match decoded {
+            Ok(msg) => match self.jobs.try_send(Job { origin, msg }) {
+                Ok(()) => Submit::Sent,
+                Err(crossbeam_channel::TrySendError::Full(job)) => {
+                    Submit::Full(Box::new((job.origin, Ok(job.msg))))
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => Submit::Closed,
+            },
+            Err(e) => match self.dead.try_send(dead_letter(origin, &e)) {
+                Ok(()) => Submit::Sent,
+                Err(mpsc::error::TrySendError::Full(c)) => {
+                    Submit::Full(Box::new((c.origin, Err(e))))
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Submit::Closed,
+            },
         }
     }
 }
 
-/// Starts the tokenizer threads, batcher, model threads and post stage. Returns the inlet, the
-/// stream of processed messages in per-partition input order, and the active provider.
-pub fn spawn(
-    model: Model,
-    cfg: &ModelConfig,
-    enricher: Enricher,
-) -> (
+fn dead_letter(origin: Origin, e: &crate::decode::DecodeError) -> Classified {
+    debug_assert!(
+        !e.is_transient(),
+        "a registry failure is retried, never dead-lettered"
+    );
+    Classified {
+        origin,
+        outcome: Outcome::DeadLetter(DeadLetter {
+            kind: e.kind(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The stages, wired: the inlet, the processed messages, the active provider.
+pub type Spawned = (
     Inlet,
     mpsc::Receiver<Processed>,
     crate::model::ActiveProvider,
-) {
+);
+
+/// Starts the tokenizer threads, batcher, model threads and post stage. Returns the inlet, the
+/// stream of processed messages in per-partition input order, and the active provider. A failed
+/// inference is retried briefly, then its records fail (the one-shot commands).
+pub fn spawn(model: Model, cfg: &ModelConfig, enricher: Enricher) -> Spawned {
+    spawn_with(model, cfg, enricher, crate::retry::RetryPolicy::default())
+}
+
+/// As [`spawn`], with the worker's retry policy: a failed inference is retried for
+/// `retry.timeout`, then reported as fatal (the records are never dead-lettered).
+pub fn spawn_with(
+    model: Model,
+    cfg: &ModelConfig,
+    enricher: Enricher,
+    retry: crate::retry::RetryPolicy,
+) -> Spawned {
     let Model {
         tokenizer,
         scorer,
@@ -169,7 +220,7 @@ pub fn spawn(
         classified_tx.clone(),
     );
     tokio::spawn(batcher::run(cfg.batch_policy(), tok_rx, batch_tx));
-    infer::spawn_models(engines, &scorer, batch_rx, &classified_tx);
+    infer::spawn_models(engines, &scorer, batch_rx, &classified_tx, &retry);
     tokio::spawn(post::run(enricher, classified_rx, processed_tx));
     (
         Inlet {

@@ -167,6 +167,15 @@ impl ReplyDrafter {
             .map_or(&self.other_topic, |(_, topic)| topic)
     }
 
+    /// Every topic a draft may go to (each channel's, and `other`'s), without repeats.
+    pub fn topics(&self) -> Vec<&str> {
+        let mut topics: Vec<&str> = self.topics.iter().map(|(_, t)| t.as_str()).collect();
+        topics.push(&self.other_topic);
+        topics.sort_unstable();
+        topics.dedup();
+        topics
+    }
+
     /// Drafts a reply. Never fails: a part without a usable template falls back to the
     /// default strategy's or intent's template, and a draft that still cannot be rendered
     /// safely becomes a short built-in reply that requires review. Logs nothing (no message

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub redis_degraded: IntGauge,
     pub provider_info: IntGaugeVec,
     pub stage_seconds: HistogramVec,
+    pub dependency_failures: IntCounterVec,
+    pub consumer_errors: IntCounterVec,
+    pub paused_partitions: IntGauge,
+    pub in_flight_bytes: IntGauge,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -176,6 +180,24 @@ impl Metrics {
                 )
                 .buckets(latency_buckets()),
                 &["stage"]
+            )),
+            dependency_failures: reg!(counter(
+                "dependency_failures_total",
+                "Failed calls to a dependency that are retried, never dead-lettered (schema_registry, model).",
+                &["dependency"]
+            )),
+            consumer_errors: reg!(counter(
+                "consumer_errors_total",
+                "Consumer errors, by kind (fatal, authorization, other).",
+                &["kind"]
+            )),
+            paused_partitions: reg!(IntGauge::new(
+                "paused_partitions",
+                "Input partitions paused by backpressure or a retried dependency failure."
+            )),
+            in_flight_bytes: reg!(IntGauge::new(
+                "in_flight_bytes",
+                "Key and value bytes of the messages between consume and offset store."
             )),
             registry,
         }

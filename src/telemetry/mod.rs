@@ -1,28 +1,18 @@
 //! telemetry: structured logs, Prometheus metrics and OpenTelemetry traces. Customer text and
-//! customer ids stay out of all three unless the operator sets `--log-pii`.
+//! customer ids stay out of all three.
 
 mod metrics;
 pub mod trace;
 
 pub use metrics::{Metrics, metrics};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, TelemetryConfig};
 
-static LOG_PII: AtomicBool = AtomicBool::new(false);
-
-/// Whether logs and trace attributes may carry message ids, customer ids and text.
-pub fn pii_enabled() -> bool {
-    LOG_PII.load(Ordering::Relaxed)
-}
-
 /// Installs the log subscriber (JSON by default; `RUST_LOG` filters, default `info`).
 /// Safe to call more than once (later calls keep the first subscriber).
 pub fn init_logging(cfg: &TelemetryConfig) {
-    LOG_PII.store(cfg.log_pii, Ordering::Relaxed);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -37,6 +27,5 @@ pub fn init_logging(cfg: &TelemetryConfig) {
 pub fn init_cli_logging() {
     init_logging(&TelemetryConfig {
         log_format: LogFormat::Text,
-        log_pii: false,
     });
 }

@@ -319,6 +319,17 @@ impl Worker {
         extra: &[&str],
         stderr: Stdio,
     ) -> Worker {
+        Worker::start_with_env(group, topics, extra, stderr, &[])
+    }
+
+    /// As `start_with_stderr`, with more environment variables (test hooks).
+    pub fn start_with_env(
+        group: &str,
+        topics: &TestTopics,
+        extra: &[&str],
+        stderr: Stdio,
+        env: &[(&str, &str)],
+    ) -> Worker {
         let http = format!("127.0.0.1:{}", free_port());
         let reply_config = write_reply_config(&topics.reply_prefix);
         // MOODSTREAM_TEST_BIN: run a copy of the binary (checkouts sharing one target dir
@@ -350,6 +361,7 @@ impl Worker {
             ])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr);
         Worker {
@@ -441,6 +453,16 @@ pub async fn delete_topic(name: &str) {
 
 pub fn wait_for_exit(worker: &mut Worker, timeout: Duration) -> std::process::ExitStatus {
     wait_exit(&mut worker.child, timeout)
+}
+
+/// The sum of a metric's samples whose line starts with `name` (labels included, e.g.
+/// `moodstream_rebalances_total{kind="revoke"}`); 0 when absent.
+pub fn metric(worker: &Worker, name: &str) -> f64 {
+    let (_, body) = worker.get("/metrics").expect("/metrics answers");
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Reads every record of `topics` up to their current end (read_committed: aborted

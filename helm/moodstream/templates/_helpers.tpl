@@ -173,6 +173,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail (printf "extraConfig.%s looks like a secret; extraConfig is stored in a ConfigMap. Use extraEnv with a secretKeyRef" $key) }}
 {{- end }}
 {{- end }}
+{{- if regexMatch "^[a-z]+://[^/]*@" .Values.kafka.schemaRegistryUrl }}
+{{- fail "kafka.schemaRegistryUrl must not carry credentials: set kafka.schemaRegistryAuth.username and existingSecret" }}
+{{- end }}
 {{- if regexMatch "^[a-z]+://[^/@]*:[^/@]*@" .Values.redis.url }}
 {{- fail "redis.url must not carry a password: put it in a Secret and set redis.existingSecret" }}
 {{- end }}

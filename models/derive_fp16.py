@@ -6,11 +6,16 @@
 Every int8 weight is dequantized (w = (q - zero_point) * scale) and the integer ops that
 `onnxruntime.quantization.quantize_dynamic` introduced are replaced by their float originals:
 DynamicQuantizeLinear + MatMulInteger + Cast + Mul -> MatMul, QAttention -> Attention, and
-Gather + DequantizeLinear -> Gather. Then onnxruntime's BERT fusions run (Attention, SkipLayerNorm, BiasGelu;
-a no-op for ops already fused) and, for fp16, weights and activations become float16 while the graph's
+Gather + DequantizeLinear -> Gather. Then onnxruntime's BERT fusions run (SkipLayerNorm, BiasGelu; Attention
+only with --fuse-attention, see below) and, for fp16, weights and activations become float16 while the graph's
 inputs and outputs keep their types (int64 in, float32 out), so the worker feeds both variants the same way.
 The result carries the int8 rounding of the weights but computes in float: on dev it matches int8 closely.
 Needs: onnx, onnxruntime (both in models/train/requirements.txt).
+
+Attention is left unfused by default. On an H200 (onnxruntime-gpu 1.31.1, README › Benchmarks › GPU) the graph
+with the fused Attention op (what onnxruntime 1.31's optimizer makes of emotion-me5s-l6-v2; 1.30's fuses none)
+was faster on fixed-length batches (64 tokens 145k vs 117k msg/s) but fell to 2.2k msg/s on the realistic length
+mix, and the process crashed (SIGSEGV) at exit in about half of short runs. The unfused graph had neither problem.
 """
 
 from __future__ import annotations
@@ -128,6 +133,8 @@ def main() -> None:
     ap.add_argument("--int8", type=Path, default=ARTIFACT_DIR / "model.int8.onnx")
     ap.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
     ap.add_argument("--out", type=Path, default=None, help="default: model.<precision>.onnx beside --int8")
+    ap.add_argument("--fuse-attention", action="store_true",
+                    help="fuse attention into the Attention op (faster at fixed lengths; see above before using)")
     args = ap.parse_args()
     out = args.out or args.int8.with_name(f"model.{args.precision}.onnx")
 
@@ -138,6 +145,7 @@ def main() -> None:
     # Keep the word-embedding Gather un-fused: EmbedLayerNormalization would bake in position-id assumptions.
     options = FusionOptions("bert")
     options.enable_embed_layer_norm = False
+    options.enable_attention = args.fuse_attention
     fused = optimizer.optimize_model(model, model_type="bert", num_heads=12, hidden_size=384,
                                      optimization_options=options, opt_level=0)
     if not any(o.domain == "com.microsoft" for o in fused.model.opset_import):

@@ -11,7 +11,9 @@
 # Env: BIN (moodstream binary; default the release build), ORT_DYLIB_PATH (the onnxruntime-gpu
 # libonnxruntime.so; `scripts/setup-ort.sh --gpu` prints it), LD_LIBRARY_PATH with CUDA 13 and
 # cuDNN 9 (found in python's site-packages nvidia/*/lib when unset), MODEL_DIR (models/emotion),
-# EP (cuda; `cpu` rehearses the script on a CPU machine), TOK_THREADS (tokenizer threads, 12).
+# EP (cuda; `cpu` rehearses the script on a CPU machine), TOK_THREADS (tokenizer threads, 12),
+# FP16 (an fp16 model derived elsewhere; derive_fp16.py needs onnxruntime >= 1.31 to fuse this
+# graph's attention: 1.30's optimizer fuses none).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mode=${1:-full}
@@ -33,8 +35,13 @@ model=$out/model
 mkdir -p "$model" && cp "$src_model"/{model.int8.onnx,tokenizer.json,labels.json} "$model"/
 if [[ $ep == cuda ]]; then
   variant=fp16
-  python3 models/derive_fp16.py --int8 "$model/model.int8.onnx" --out "$model/model.fp16.onnx" >"$out/logs/derive.log" 2>&1 ||
-    { tail -n 20 "$out/logs/derive.log"; say "FAIL: derive fp16"; exit 2; }
+  if [[ -n ${FP16:-} ]]; then
+    cp "$FP16" "$model/model.fp16.onnx"
+  else
+    python3 models/derive_fp16.py --int8 "$model/model.int8.onnx" --out "$model/model.fp16.onnx" >"$out/logs/derive.log" 2>&1 ||
+      { tail -n 20 "$out/logs/derive.log"; say "FAIL: derive fp16"; exit 2; }
+    say "$(grep -o "fused: .*" "$out/logs/derive.log" | grep -o "'Attention': [0-9]*") (onnxruntime $(python3 -c 'import onnxruntime as o; print(o.__version__)'))"
+  fi
   command -v nvidia-smi >/dev/null && say "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader)"
 else
   variant=int8

@@ -190,7 +190,7 @@ impl ModelConfig {
 
     pub fn tokenizer_threads(&self) -> usize {
         match self.tokenizer_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            0 => cores().min(4),
             n => n,
         }
     }
@@ -198,12 +198,15 @@ impl ModelConfig {
     pub fn intra_threads(&self, provider: ActiveProvider) -> usize {
         match (self.intra_threads, provider) {
             (0, ActiveProvider::Cuda) => 1,
-            (0, ActiveProvider::Cpu) => std::thread::available_parallelism()
-                .map_or(1, |n| n.get() / self.model_sessions(provider))
-                .max(1),
+            (0, ActiveProvider::Cpu) => (cores() / self.model_sessions(provider)).max(1),
             (n, _) => n,
         }
     }
+}
+
+/// This machine's cores (1 when unknown): the base of every thread-count default.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Reply drafting threads, shared by `run` and `bench`.
@@ -218,7 +221,7 @@ pub struct DraftConfig {
 impl DraftConfig {
     pub fn threads(&self) -> usize {
         match self.draft_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            0 => cores().min(4),
             n => n,
         }
     }

@@ -100,12 +100,9 @@ enum Io {
         mask: Vec<i64>,
         types: Vec<i64>,
     },
-    Bound(Box<Bound>),
-}
-
-/// Tensors from the session's allocator, bound to the session once per batch.
-struct Bound {
-    binding: IoBinding,
+    /// Tensors from the session's allocator, bound to the session once per batch (boxed: the
+    /// binding is large beside the host variant).
+    Bound(Box<IoBinding>),
 }
 
 /// A loaded session and the way batches reach it.
@@ -175,9 +172,7 @@ impl Engine {
                         .into(),
                 ));
             }
-            Io::Bound(Box::new(Bound {
-                binding: session.create_binding().map_err(runtime)?,
-            }))
+            Io::Bound(Box::new(session.create_binding().map_err(runtime)?))
         } else {
             Io::Host {
                 options: RunOptions::new()
@@ -239,8 +234,7 @@ impl Engine {
                     .run_with_options(inputs, options)
                     .map_err(err)?
             }
-            Io::Bound(bound) => {
-                let Bound { binding } = &mut **bound;
+            Io::Bound(binding) => {
                 let alloc = self.session.allocator();
                 let mut ids = Tensor::<i64>::new(alloc, shape).map_err(err)?;
                 let mut mask = Tensor::<i64>::new(alloc, shape).map_err(err)?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use moodstream::escalation::testkit::{
     ANGRIER_CONVERSATION, angry_then_calmed, burst_start, interleaved_turns, message,
-    observe_and_replay, observe_in_rounds, result, surge_replay,
+    observe_and_replay, observe_in_rounds, one_incident_traffic, result, surge_replay,
 };
 use moodstream::escalation::{
     Clock, EscalationConfig, EscalationEvent, EscalationKind, Escalator, ManualClock, Observation,
@@ -312,6 +312,57 @@ async fn redis_and_memory_stores_agree_on_duplicates() {
         assert_eq!(turns, [1, 2, 2, 1]);
     }
     assert!(!shared.is_degraded());
+    forget(&url, &cfg).await;
+}
+
+/// Issue 14: one customer's trend and repeat-contact events are one incident with Redis as in
+/// memory (same events, same incident ids), and a second replica joins the incident the first
+/// one opened.
+#[tokio::test]
+async fn redis_and_memory_stores_agree_on_incidents() {
+    if skipped() {
+        return;
+    }
+    let url = shared_redis().await;
+    let cfg = config(&url);
+    let memory_cfg = EscalationConfig {
+        redis_url: None,
+        ..cfg.clone()
+    };
+    let mut runs = Vec::new();
+    for cfg in [&cfg, &memory_cfg] {
+        let clock = Arc::new(ManualClock::new(T0));
+        let escalator = Escalator::new(cfg, clock.clone()).await;
+        let events = one_incident_traffic(&escalator, &clock, "cust-inc").await;
+        assert_eq!(events.len(), 3, "{events:#?}");
+        let opener = Some(events[0].escalation_id.clone());
+        assert!(
+            events.iter().all(|e| e.incident_id == opener),
+            "{events:#?}"
+        );
+        runs.push(events);
+    }
+    assert_eq!(runs[0], runs[1]);
+
+    // Replica b raises the repeat contact of the incident replica a opened.
+    let (clock, [a, b]) = two_replicas(&cfg).await;
+    let mut events = Vec::new();
+    for (i, (conversation, replica)) in [("x", &a), ("x", &a), ("y", &b)].into_iter().enumerate() {
+        clock.advance_ms(1_000);
+        let msg = message(&format!("r-{i}"), conversation, "cust-two", clock.now_ms());
+        let res = result(&msg, Emotion::Anger, 0.95, 0.95);
+        events.extend(observe(replica, &msg, &res).await.events);
+    }
+    let kinds: Vec<EscalationKind> = events.iter().map(|e| e.kind).collect();
+    assert!(
+        kinds.contains(&EscalationKind::RepeatContact),
+        "{events:#?}"
+    );
+    let opener = Some(events[0].escalation_id.clone());
+    assert!(
+        events.iter().all(|e| e.incident_id == opener),
+        "{events:#?}"
+    );
     forget(&url, &cfg).await;
 }
 

@@ -59,6 +59,9 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EscalationEvent {
     pub escalation_id: String,
+    /// The `escalation_id` of the event that opened this event's incident (this one's own when
+    /// it opened it); `None` only when read from an event written before the field existed.
+    pub incident_id: Option<String>,
     pub kind: EscalationKind,
     pub severity: Severity,
     pub reasons: Vec<String>,
@@ -156,8 +159,12 @@ impl Detection {
             score,
             threshold,
         } = self.stats;
+        let escalation_id =
+            Uuid::new_v5(&ESCALATION_ID_NAMESPACE, id_source.as_bytes()).to_string();
         EscalationEvent {
-            escalation_id: Uuid::new_v5(&ESCALATION_ID_NAMESPACE, id_source.as_bytes()).to_string(),
+            // Until a claim says which incident is open.
+            incident_id: Some(escalation_id.clone()),
+            escalation_id,
             kind: self.kind,
             severity: self.severity,
             reasons: self.reasons.into_iter().map(str::to_owned).collect(),

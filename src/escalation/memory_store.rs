@@ -11,7 +11,9 @@ use std::sync::Mutex;
 use super::config::{EscalationConfig, secs_to_ms};
 use super::event::EscalationKind;
 use super::repeat::Contact;
-use super::store::{Claim, ClaimOutcome, Record, Snapshot, cooldown_severity, decide_claim};
+use super::store::{
+    Claim, ClaimOutcome, Claimed, Record, Snapshot, cooldown_severity, decide_claim,
+};
 use super::surge::SurgeWindow;
 use super::trend::Turn;
 
@@ -210,16 +212,18 @@ impl MemoryStore {
         snapshot
     }
 
-    pub fn claim(&self, claims: &[Claim], now: i64) -> Vec<ClaimOutcome> {
+    /// Same rule as the Redis claim script: the cooldown decides; a published claim joins the
+    /// open incident or opens it; an opened cooldown keeps its incident open at least as long.
+    pub fn claim(&self, claims: &[Claim], now: i64) -> Vec<Claimed> {
         let mut state = self.lock();
         claims
             .iter()
             .map(|claim| {
                 let current = state.cooldowns.live(&claim.key, now).cloned();
                 let outcome = decide_claim(current.as_deref(), claim);
+                let expires_at = now.saturating_add(secs_to_ms(claim.ttl_secs));
                 match outcome {
                     ClaimOutcome::Opened => {
-                        let expires_at = now.saturating_add(secs_to_ms(claim.ttl_secs));
                         state
                             .cooldowns
                             .insert(&claim.key, claim.stored_value(), expires_at, now);
@@ -229,9 +233,38 @@ impl MemoryStore {
                             entry.value = claim.stored_value();
                         }
                     }
-                    ClaimOutcome::Suppressed | ClaimOutcome::Redelivered => {}
+                    ClaimOutcome::Suppressed => {
+                        return Claimed {
+                            outcome,
+                            incident_id: String::new(),
+                        };
+                    }
+                    ClaimOutcome::Redelivered => {}
                 }
-                outcome
+                // Incidents share the cooldown map: restored to Redis with the cooldowns.
+                let incident_id = match state.cooldowns.live(&claim.incident_key, now).cloned() {
+                    None => {
+                        state.cooldowns.insert(
+                            &claim.incident_key,
+                            claim.incident_id.clone(),
+                            expires_at,
+                            now,
+                        );
+                        claim.incident_id.clone()
+                    }
+                    Some(open) => {
+                        if outcome == ClaimOutcome::Opened
+                            && let Some(entry) = state.cooldowns.map.get_mut(&claim.incident_key)
+                        {
+                            entry.expires_at = entry.expires_at.max(expires_at);
+                        }
+                        open
+                    }
+                };
+                Claimed {
+                    outcome,
+                    incident_id,
+                }
             })
             .collect()
     }
@@ -368,21 +401,73 @@ mod tests {
             severity: Severity::Warning,
             token: "t".into(),
             ttl_secs: 60,
+            incident_key: "i".into(),
+            incident_id: "e-t".into(),
         };
         let other = Claim {
             token: "u".into(),
+            incident_id: "e-u".into(),
             ..claim.clone()
         };
-        assert_eq!(store.claim(&[claim], 0), vec![ClaimOutcome::Opened]);
+        let outcomes = |claimed: Vec<Claimed>| -> Vec<(ClaimOutcome, String)> {
+            claimed
+                .into_iter()
+                .map(|c| (c.outcome, c.incident_id))
+                .collect()
+        };
         assert_eq!(
-            store.claim(std::slice::from_ref(&other), 59_999),
-            vec![ClaimOutcome::Suppressed]
+            outcomes(store.claim(&[claim], 0)),
+            vec![(ClaimOutcome::Opened, "e-t".to_owned())]
         );
         assert_eq!(
-            store.open_cooldowns(30_000),
-            vec![("k".to_owned(), "warning:t".to_owned(), 30)]
+            outcomes(store.claim(std::slice::from_ref(&other), 59_999)),
+            vec![(ClaimOutcome::Suppressed, String::new())]
         );
-        assert_eq!(store.claim(&[other], 60_000), vec![ClaimOutcome::Opened]);
+        let mut open = store.open_cooldowns(30_000);
+        open.sort();
+        assert_eq!(
+            open,
+            vec![
+                ("i".to_owned(), "e-t".to_owned(), 30),
+                ("k".to_owned(), "warning:t".to_owned(), 30)
+            ]
+        );
+        assert_eq!(
+            outcomes(store.claim(&[other], 60_000)),
+            vec![(ClaimOutcome::Opened, "e-u".to_owned())]
+        );
+    }
+
+    /// A later kind (or a later scope of the same customer) joins the open incident, and an
+    /// opened cooldown keeps it open at least as long as itself.
+    #[test]
+    fn claims_join_the_open_incident_and_extend_it() {
+        let cfg = EscalationConfig::default();
+        let store = MemoryStore::new(&cfg);
+        let claim = |key: &str, token: &str, ttl_secs| Claim {
+            key: key.into(),
+            severity: Severity::Warning,
+            token: token.into(),
+            ttl_secs,
+            incident_key: "inc".into(),
+            incident_id: format!("e-{token}"),
+        };
+        let ids = |claimed: Vec<Claimed>| -> Vec<String> {
+            claimed.into_iter().map(|c| c.incident_id).collect()
+        };
+        assert_eq!(
+            ids(store.claim(&[claim("trend", "a", 60), claim("repeat", "a", 600)], 0)),
+            vec!["e-a", "e-a"]
+        );
+        // The trend cooldown has ended, the repeat one (600 s) still holds the incident open.
+        assert_eq!(
+            ids(store.claim(&[claim("trend", "b", 60)], 120_000)),
+            vec!["e-a"]
+        );
+        assert_eq!(
+            ids(store.claim(&[claim("trend", "c", 60)], 600_000)),
+            vec!["e-c"]
+        );
     }
 
     #[test]

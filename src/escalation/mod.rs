@@ -250,43 +250,55 @@ impl Inner {
             };
         }
 
+        // The events are built before the claims: an event that opens its incident gives the
+        // incident its own escalation id.
         let token = hash_id(&[&msg.message_id]);
-        let claims: Vec<Claim> = detections
-            .iter()
-            .map(|d| Claim {
-                key: rec.keys.cooldown(d.kind),
-                severity: d.severity,
-                token: token.clone(),
-                ttl_secs: cooldown_secs(cfg, d.kind),
+        let candidates: Vec<EscalationEvent> = detections
+            .into_iter()
+            .map(|d| {
+                let fields = scope_fields(rec, msg, d.kind);
+                d.into_event(fields, &msg.message_id, rec.now_ms, *degraded)
             })
             .collect();
-        let local_outcomes = self.memory.claim(&claims, rec.now_ms);
-        let outcomes = match (*degraded, &self.redis) {
+        let claims: Vec<Claim> = candidates
+            .iter()
+            .map(|event| Claim {
+                key: rec.keys.cooldown(event.kind),
+                severity: event.severity,
+                token: token.clone(),
+                ttl_secs: cooldown_secs(cfg, event.kind),
+                incident_key: rec.keys.incident(event.kind),
+                incident_id: event.escalation_id.clone(),
+            })
+            .collect();
+        let local_claimed = self.memory.claim(&claims, rec.now_ms);
+        let claimed = match (*degraded, &self.redis) {
             (false, Some(redis)) => match redis.claim(&claims).await {
-                Ok(outcomes) => outcomes,
+                Ok(claimed) => claimed,
                 Err(error) => {
                     self.fail(&error);
                     *degraded = true;
-                    local_outcomes
+                    local_claimed
                 }
             },
-            _ => local_outcomes,
+            _ => local_claimed,
         };
 
         let mut events = Vec::new();
-        for (detection, outcome) in detections.into_iter().zip(outcomes) {
-            if !outcome.publishes() {
+        for (mut event, claimed) in candidates.into_iter().zip(claimed) {
+            if !claimed.outcome.publishes() {
                 self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let fields = scope_fields(rec, msg, detection.kind);
-            let event = detection.into_event(fields, &msg.message_id, rec.now_ms, *degraded);
+            event.incident_id = Some(claimed.incident_id);
+            event.degraded = *degraded;
             tracing::info!(
                 escalation_id = %event.escalation_id,
+                incident_id = event.incident_id.as_deref().unwrap_or_default(),
                 kind = event.kind.as_str(),
                 severity = event.severity.as_str(),
                 degraded = *degraded,
-                ?outcome,
+                outcome = ?claimed.outcome,
                 "escalation raised"
             );
             events.push(event);
@@ -603,6 +615,35 @@ pub(crate) mod tests {
                 vec![]
             ]
         );
+    }
+
+    /// Issue 14: an angry customer raised a trend warning, a trend critical and a repeat-contact
+    /// event as three unrelated incidents. They are one incident now: the later events carry
+    /// the first one's id; another customer's events are another incident.
+    #[tokio::test]
+    async fn one_customers_trend_and_repeat_contact_events_share_one_incident() {
+        let (escalator, clock) = in_memory(EscalationConfig::default()).await;
+        let events = testkit::one_incident_traffic(&escalator, &clock, "cust-1").await;
+        let kinds: Vec<(EscalationKind, Severity)> =
+            events.iter().map(|e| (e.kind, e.severity)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EscalationKind::ConversationTrend, Severity::Warning),
+                (EscalationKind::ConversationTrend, Severity::Critical),
+                (EscalationKind::RepeatContact, Severity::Warning),
+            ]
+        );
+        let opener = Some(events[0].escalation_id.clone());
+        assert!(
+            events.iter().all(|e| e.incident_id == opener),
+            "{events:#?}"
+        );
+
+        let other = testkit::one_incident_traffic(&escalator, &clock, "cust-2").await;
+        assert_eq!(other.len(), 3);
+        assert_eq!(other[0].incident_id, Some(other[0].escalation_id.clone()));
+        assert_ne!(other[0].incident_id, opener);
     }
 
     #[tokio::test]

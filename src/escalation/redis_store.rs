@@ -13,8 +13,8 @@ use super::config::EscalationConfig;
 use super::event::EscalationKind;
 use super::memory_store::contact_cap;
 use super::store::{
-    Claim, ClaimOutcome, Record, Snapshot, cooldown_severity, decode_contact, decode_negative,
-    decode_turn, encode_contact_member, encode_negative, encode_turn,
+    Claim, ClaimOutcome, Claimed, Record, Snapshot, cooldown_severity, decode_contact,
+    decode_negative, decode_turn, encode_contact_member, encode_negative, encode_turn,
 };
 use super::surge::SurgeWindow;
 
@@ -112,30 +112,45 @@ fn oldest_bucket_age(cfg: &EscalationConfig) -> i64 {
     (cfg.surge_ttl_secs().div_ceil(cfg.surge_bucket_secs.max(1))) as i64
 }
 
-/// Takes the cooldowns (same rule as `store::decide_claim`): `SET NX EX` opens an incident;
-/// an open warning may be replaced by a critical once (TTL kept); the opener's own token is
-/// let through again (redelivery). KEYS: cooldown keys; ARGV: severity, token, TTL s per key.
-/// Returns one code per key: 0 suppressed, 1 opened, 2 upgraded, 3 redelivered.
+/// Takes the cooldowns (same rule as `store::decide_claim`): `SET NX EX` opens an event's
+/// cooldown; an open warning may be replaced by a critical once (TTL kept); the opener's own
+/// token is let through again (redelivery). A published claim then joins the open incident, or
+/// opens it with its own id; an opened cooldown keeps the incident open at least as long (same
+/// rule as `MemoryStore::claim`). KEYS: cooldown key, incident key per claim; ARGV: severity,
+/// token, TTL s, candidate incident id per claim. Returns a code (0 suppressed, 1 opened,
+/// 2 upgraded, 3 redelivered) and an incident id ('' when suppressed) per claim.
 const CLAIM_SCRIPT: &str = r"
 local out = {}
-for i, key in ipairs(KEYS) do
-  local severity = ARGV[3 * i - 2]
-  local token = ARGV[3 * i - 1]
+for i = 1, #KEYS / 2 do
+  local key, incident_key = KEYS[2 * i - 1], KEYS[2 * i]
+  local severity, token = ARGV[4 * i - 3], ARGV[4 * i - 2]
+  local ttl, candidate = tonumber(ARGV[4 * i - 1]), ARGV[4 * i]
   local value = severity .. ':' .. token
-  if redis.call('SET', key, value, 'NX', 'EX', ARGV[3 * i]) then
-    out[i] = 1
+  local code = 0
+  if redis.call('SET', key, value, 'NX', 'EX', ttl) then
+    code = 1
   else
     local current = redis.call('GET', key) or ''
     local cur_severity, cur_token = string.match(current, '^([^:]*):(.*)$')
     if cur_severity == severity and cur_token == token then
-      out[i] = 3
+      code = 3
     elseif cur_severity == 'warning' and severity == 'critical' then
       redis.call('SET', key, value, 'KEEPTTL')
-      out[i] = 2
-    else
-      out[i] = 0
+      code = 2
     end
   end
+  local incident = ''
+  if code ~= 0 then
+    incident = redis.call('GET', incident_key)
+    if not incident then
+      incident = candidate
+      redis.call('SET', incident_key, incident, 'EX', ttl)
+    elseif code == 1 and redis.call('TTL', incident_key) < ttl then
+      redis.call('EXPIRE', incident_key, ttl)
+    end
+  end
+  out[2 * i - 1] = code
+  out[2 * i] = incident
 end
 return out
 ";
@@ -303,7 +318,7 @@ impl RedisStore {
             .collect()
     }
 
-    pub async fn claim(&self, claims: &[Claim]) -> Result<Vec<ClaimOutcome>, StoreError> {
+    pub async fn claim(&self, claims: &[Claim]) -> Result<Vec<Claimed>, StoreError> {
         if claims.is_empty() {
             return Ok(Vec::new());
         }
@@ -311,22 +326,30 @@ impl RedisStore {
         for claim in claims {
             invocation
                 .key(&claim.key)
+                .key(&claim.incident_key)
                 .arg(claim.severity.as_str())
                 .arg(&claim.token)
-                .arg(claim.ttl_secs);
+                .arg(claim.ttl_secs)
+                .arg(&claim.incident_id);
         }
         let invocation = &invocation;
-        let codes: Vec<i64> = self
+        let answers: Vec<(i64, String)> = self
             .bounded(|mut con| async move { invocation.invoke_async(&mut con).await })
             .await?;
-        if codes.len() != claims.len() {
+        if answers.len() != claims.len() {
             return Err(StoreError::Malformed(format!(
                 "{} claim results for {} claims",
-                codes.len(),
+                answers.len(),
                 claims.len()
             )));
         }
-        Ok(codes.into_iter().map(ClaimOutcome::from_code).collect())
+        Ok(answers
+            .into_iter()
+            .map(|(code, incident_id)| Claimed {
+                outcome: ClaimOutcome::from_code(code),
+                incident_id,
+            })
+            .collect())
     }
 
     /// Hands open incidents back to Redis (`SET NX EX`: never overrides one Redis knows), so an

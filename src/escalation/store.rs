@@ -17,7 +17,8 @@
 //! | `<p>:esc:cust:<h>` | zset | negative messages `conversation hash \t message_id`, score = event ms | repeat window |
 //! | `<p>:esc:surge:<h>:b` | hash | `t:<bucket>` total, `n:<bucket>` negative messages per bucket (read in one `HMGET`) | windows + late tolerance, refreshed by writes; buckets past it dropped |
 //! | `<p>:esc:surge:<h>:neg` | list | latest negatives `event_ms \t message_id` | same |
-//! | `<p>:esc:cooldown:<kind>:<h>` | string | `severity:token` of the open incident | kind's cooldown |
+//! | `<p>:esc:cooldown:<kind>:<h>` | string | `severity:token` of the scope's open event | kind's cooldown |
+//! | `<p>:esc:incident:cust:<h>`, `<p>:esc:incident:surge:<h>` | string | id of the open incident (its first event's `escalation_id`) | the longest cooldown opened in it |
 
 use uuid::Uuid;
 
@@ -68,6 +69,19 @@ impl Keys {
             customer_hash,
             surge_hash,
             prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The incident a detection of `kind` belongs to: the customer's (conversation trend and
+    /// repeat contact are one customer's problem) or the surge scope's.
+    pub fn incident(&self, kind: EscalationKind) -> String {
+        match kind {
+            EscalationKind::ConversationTrend | EscalationKind::RepeatContact => {
+                format!("{}:esc:incident:cust:{}", self.prefix, self.customer_hash)
+            }
+            EscalationKind::Surge => {
+                format!("{}:esc:incident:surge:{}", self.prefix, self.surge_hash)
+            }
         }
     }
 
@@ -187,12 +201,24 @@ pub(crate) struct Claim {
     /// suppressed by its own cooldown.
     pub token: String,
     pub ttl_secs: u64,
+    /// `Keys::incident` of the detection.
+    pub incident_key: String,
+    /// The event's own `escalation_id`: the incident's id if this claim opens the incident.
+    pub incident_id: String,
 }
 
 impl Claim {
     pub fn stored_value(&self) -> String {
         format!("{}:{}", self.severity.as_str(), self.token)
     }
+}
+
+/// A claim's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    pub outcome: ClaimOutcome,
+    /// The open incident the event belongs to (empty when suppressed).
+    pub incident_id: String,
 }
 
 /// What a claim did; the event is published unless it was suppressed.
@@ -356,6 +382,8 @@ mod tests {
             severity,
             token: token.into(),
             ttl_secs: 60,
+            incident_key: "i".into(),
+            incident_id: format!("e-{token}"),
         };
         let warning_a = claim(Severity::Warning, "a");
         assert_eq!(decide_claim(None, &warning_a), ClaimOutcome::Opened);

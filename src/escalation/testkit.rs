@@ -277,3 +277,33 @@ pub async fn observe_and_replay(
     }
     (first, replay)
 }
+
+/// One customer's bad day, observed one message at a time (one second apart): an angry
+/// conversation (trend warning, then critical), then negative messages in two more
+/// conversations (repeat contact). Returns the events raised, in order.
+pub async fn one_incident_traffic(
+    escalator: &Escalator,
+    clock: &ManualClock,
+    customer: &str,
+) -> Vec<super::EscalationEvent> {
+    let mut events = Vec::new();
+    let turns = [
+        ("a", 0.95, Emotion::Anger),
+        ("a", 0.95, Emotion::Anger),
+        ("a", 0.95, Emotion::Anger),
+        ("b", 0.7, Emotion::Frustration),
+        ("c", 0.7, Emotion::Frustration),
+    ];
+    for (i, (conversation, negativity, emotion)) in turns.into_iter().enumerate() {
+        clock.advance_ms(1_000);
+        let msg = message(
+            &format!("{customer}-m{i}"),
+            &format!("{customer}-{conversation}"),
+            customer,
+            clock.now_ms(),
+        );
+        let res = result(&msg, emotion, negativity, negativity);
+        events.extend(escalator.observe(&msg, &res).await.events);
+    }
+    events
+}

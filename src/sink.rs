@@ -651,6 +651,50 @@ fn transaction_offsets(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::fake_registry::FakeRegistry;
+
+    fn avro_encoder(registry: &FakeRegistry, retry_timeout: Duration) -> OutputEncoder {
+        OutputEncoder::new(
+            Format::Avro,
+            Arc::new(SchemaRegistry::remote(&registry.url, None)),
+        )
+        .with_retry_timeout(retry_timeout)
+    }
+
+    /// Issue 14: a registry failure while encoding an output dead-lettered good records. The
+    /// encoder now waits the outage out (retries with backoff) and then encodes.
+    #[test]
+    fn output_encoding_waits_out_a_registry_outage() {
+        let registry = FakeRegistry::start(&[]);
+        registry.set_down(true);
+        let encoder = avro_encoder(&registry, Duration::from_secs(120));
+        let back = registry.clone();
+        let restorer = std::thread::spawn(move || {
+            // Up again after the encoder has met the outage twice.
+            while back.requests().len() < 2 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            back.set_down(false);
+        });
+        encoder
+            .prepare(&[("emotions".to_owned(), OutputKind::Emotion)])
+            .expect("registered once the registry is back");
+        restorer.join().expect("restorer");
+        assert!(registry.requests().len() >= 3, "{:?}", registry.requests());
+    }
+
+    /// ...and gives up with a transient error (the worker stops; nothing is dead-lettered)
+    /// once the outage has outlasted the retry timeout.
+    #[test]
+    fn output_encoding_gives_up_after_the_retry_timeout() {
+        let registry = FakeRegistry::start(&[]);
+        registry.set_down(true);
+        let encoder = avro_encoder(&registry, Duration::from_millis(300));
+        let err = encoder
+            .prepare(&[("emotions".to_owned(), OutputKind::Emotion)])
+            .expect_err("the registry never came back");
+        assert!(err.is_transient(), "{err}");
+    }
 
     #[test]
     fn a_transaction_sends_one_offset_per_partition() {

@@ -627,3 +627,97 @@ async fn exactly_once_aborts_the_transaction_of_a_partition_revoked_mid_transact
     assert_eq!(unique_ids.len(), n);
     assert_eq!(all.len(), n, "read_committed readers see each result once");
 }
+
+/// Issue 14: `in_group` was set when partitions were assigned and never reset, so a worker
+/// the group had dropped (no coordinator for longer than the session timeout) still said
+/// ready. Now a lost assignment makes `/readyz` fail (the pod leaves the Service; `/healthz`
+/// stays up, so it is not restarted) until the worker is back in its group.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_out_of_its_group_is_not_ready_until_it_rejoins() {
+    let _serial = SERIAL.lock().await;
+    let topics = TestTopics::create("ingroup", 1, 3).await;
+    let input = &topics.inputs[0];
+    let group = unique("ingroup-group");
+    let worker = Worker::start(
+        &group,
+        &topics,
+        &["--session-timeout-ms", "6000", "--drain-timeout-ms", "3000"],
+    );
+    worker.wait_ready(WAIT);
+
+    stack(&["stop", "kafka"]);
+    // librdkafka declares the assignment lost once the coordinator has been silent for the
+    // session timeout; until then the worker may still say ready.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut readyz = worker.get("/readyz").map(|(status, _)| status);
+    while readyz != Some(503) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        readyz = worker.get("/readyz").map(|(status, _)| status);
+    }
+    let healthz = worker.get("/healthz").map(|(status, _)| status);
+    stack(&["start", "kafka"]);
+    assert_eq!(readyz, Some(503), "not ready while out of the group");
+    assert_eq!(healthz, Some(200), "alive all the same");
+
+    worker.wait_ready(WAIT);
+    let msgs = messages("ingroup", 0..300);
+    produce_json(input, &msgs).await;
+    wait_for_results(&topics, &ids(&msgs));
+    assert!(worker.terminate().success());
+}
+
+/// Issue 14: in-flight memory was bounded by record count only (4096 records of ~1 MiB is
+/// several GiB). With a byte budget, a stalled pipeline (the model failing, retried) holds
+/// at most the budget plus one record; nothing is lost once it recovers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_pipeline_holds_no_more_than_the_byte_budget() {
+    let _serial = SERIAL.lock().await;
+    let topics = TestTopics::create("bytes", 1, 3).await;
+    let input = &topics.inputs[0];
+    let long = "My parcel never arrived and nobody answers my emails. ".repeat(150);
+    let msgs: Vec<_> = (0..400).map(|i| message("bytes", i, 40, &long)).collect();
+    let record_bytes = msgs
+        .iter()
+        .map(|m| serde_json::to_vec(m).expect("json").len() + m.conversation_id.len())
+        .max()
+        .expect("messages");
+    produce_json(input, &msgs).await;
+    let budget = 20 * record_bytes;
+    let group = unique("bytes-group");
+    let worker = Worker::start_with_env(
+        &group,
+        &topics,
+        &["--max-in-flight-bytes", &budget.to_string()],
+        std::process::Stdio::inherit(),
+        // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s of backoff: the source fills up meanwhile.
+        &[("MOODSTREAM_TEST_FAIL_INFERENCE", "5")],
+    );
+    // Sampled while the records go through; the assertion is an upper bound on every sample.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let highest = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut highest = 0.0_f64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // Not answering yet while the worker starts.
+                if let Some((200, body)) = worker.get("/metrics") {
+                    let held = body
+                        .lines()
+                        .find_map(|l| l.strip_prefix("moodstream_in_flight_bytes "))
+                        .and_then(|v| v.trim().parse::<f64>().ok());
+                    highest = highest.max(held.unwrap_or(0.0));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            highest
+        });
+        wait_for_results(&topics, &ids(&msgs));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        sampler.join().expect("sampler")
+    });
+    assert!(highest > 0.0, "records were held in flight");
+    assert!(
+        highest <= (budget + record_bytes) as f64,
+        "held {highest} bytes, budget {budget} + one record of {record_bytes}"
+    );
+    assert!(worker.terminate().success());
+}

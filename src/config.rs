@@ -2,58 +2,135 @@
 //! environment fallback (`MOODSTREAM_...`) so Helm values map to env vars; doc comments are
 //! the `--help` text. Validation that needs more than one field lives in [`RunConfig::validate`].
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::batcher::BatchPolicy;
 use crate::escalation::EscalationConfig;
 use crate::model::ActiveProvider;
 
-/// Applies an optional config file before the command line is parsed: `--config FILE` (or
-/// `MOODSTREAM_CONFIG`), a file of `MOODSTREAM_...=value` lines (`#` comments) — the same names
-/// as the environment variables. The environment and flags win over the file.
-pub fn load_config_file(args: impl Iterator<Item = String>) -> Result<(), String> {
-    let args: Vec<String> = args.collect();
-    let from_args = args
-        .iter()
-        .enumerate()
-        .find_map(|(i, a)| match a.strip_prefix("--config=") {
-            Some(path) => Some(path.to_string()),
-            None => (a == "--config")
-                .then(|| args.get(i + 1).cloned())
-                .flatten(),
-        });
-    let Some(path) = from_args.or_else(|| std::env::var("MOODSTREAM_CONFIG").ok()) else {
-        return Ok(());
+/// Parses the command line over an optional config file: `--config FILE` (or `MOODSTREAM_CONFIG`),
+/// a dotenv file of `MOODSTREAM_...=value` lines (`#` comments, optional quotes) — the names of
+/// the environment variables. Its values become the defaults of the matching flags, so a flag
+/// beats the environment, the environment beats the file and the file beats the built-in
+/// defaults. The process environment is never changed.
+pub fn parse_with_config_file() -> Result<Cli, ConfigFileError> {
+    parse_from(
+        std::env::args_os().collect(),
+        std::env::var_os("MOODSTREAM_CONFIG"),
+    )
+}
+
+/// [`parse_with_config_file`] of `args`, with `config_env` as `MOODSTREAM_CONFIG`.
+fn parse_from(args: Vec<OsString>, config_env: Option<OsString>) -> Result<Cli, ConfigFileError> {
+    let settings = match config_path(&args).or(config_env.map(PathBuf::from)) {
+        Some(path) => read_config_file(&path)?,
+        None => Vec::new(),
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("config file {path}: {e}"))?;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+    let matches = with_file_defaults(Cli::command(), &settings).try_get_matches_from(args)?;
+    Ok(Cli::from_arg_matches(&matches)?)
+}
+
+/// A config file that cannot be used, or a command line that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: dotenvy::Error,
+    },
+    #[error(
+        "config file {path}: unknown setting `{key}` (it takes the environment variable names of \
+         moodstream's flags; set OTEL_* and RUST_LOG in the environment)"
+    )]
+    UnknownKey { path: PathBuf, key: String },
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+}
+
+/// The `--config` value on the command line, found before clap parses it (the file supplies
+/// defaults for that very parse).
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut args = args.iter().skip(1).map(|a| a.to_string_lossy());
+    let mut found = None;
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
         }
-        let (key, value) = line
-            .split_once('=')
-            .ok_or_else(|| format!("config file {path}:{}: expected KEY=value", n + 1))?;
-        let (key, value) = (key.trim(), value.trim().trim_matches('"'));
-        if !(key.starts_with("MOODSTREAM_")
-            || key.starts_with("OTEL_")
-            || key == "ORT_DYLIB_PATH"
-            || key == "RUST_LOG")
-        {
-            return Err(format!(
-                "config file {path}:{}: unknown setting `{key}`",
-                n + 1
-            ));
-        }
-        if std::env::var_os(key).is_none() {
-            // SAFETY: called first thing in main, before any other thread exists.
-            unsafe { std::env::set_var(key, value) };
+        if let Some(path) = arg.strip_prefix("--config=") {
+            found = Some(PathBuf::from(path));
+        } else if arg == "--config" {
+            found = args.next().map(|p| PathBuf::from(p.as_ref()));
         }
     }
-    Ok(())
+    found
+}
+
+/// The `KEY=value` pairs of a dotenv file, parsed without touching the environment, every key
+/// checked against the environment names of the flags of every subcommand.
+pub fn read_config_file(path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigFileError> {
+    let read_error = |source| ConfigFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let known = env_names(&Cli::command());
+    let mut settings = Vec::new();
+    for item in dotenvy::from_path_iter(path).map_err(read_error)? {
+        let (key, value) = item.map_err(read_error)?;
+        if !known.contains(&key) {
+            return Err(ConfigFileError::UnknownKey {
+                path: path.to_path_buf(),
+                key,
+            });
+        }
+        settings.push((key, value));
+    }
+    Ok(settings)
+}
+
+fn env_names(command: &clap::Command) -> std::collections::HashSet<String> {
+    let mut names: std::collections::HashSet<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    for sub in command.get_subcommands() {
+        names.extend(env_names(sub));
+    }
+    names
+}
+
+/// `command` with each setting as the default of the flag that reads that environment variable,
+/// in every subcommand that has one (the last line of a repeated key wins).
+fn with_file_defaults(command: clap::Command, settings: &[(String, String)]) -> clap::Command {
+    if settings.is_empty() {
+        return command;
+    }
+    command
+        .mut_args(|arg| {
+            let Some(env) = arg.get_env().map(|e| e.to_string_lossy().into_owned()) else {
+                return arg;
+            };
+            let Some((_, value)) = settings.iter().rev().find(|(k, _)| *k == env) else {
+                return arg;
+            };
+            let value = if arg.get_action().takes_values() {
+                value.clone()
+            } else {
+                // A flag (`--exactly-once`): any value but a false one turns it on, as clap
+                // reads the environment variable.
+                let off = matches!(
+                    value.to_ascii_lowercase().as_str(),
+                    "" | "0" | "false" | "no" | "off" | "n" | "f"
+                );
+                (!off).to_string()
+            };
+            arg.default_value(value)
+        })
+        .mut_subcommands(|sub| with_file_defaults(sub, settings))
 }
 
 #[derive(Parser, Debug)]
@@ -276,7 +353,8 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunConfig {
-    /// Config file of `MOODSTREAM_...=value` lines, applied under the environment and flags.
+    /// Config file of `MOODSTREAM_...=value` lines (dotenv syntax): defaults under the
+    /// environment and the flags.
     #[arg(long, env = "MOODSTREAM_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(flatten)]
@@ -627,6 +705,92 @@ mod tests {
             Command::Run(cfg) => *cfg,
             other => panic!("unexpected command {other:?}"),
         }
+    }
+
+    fn with_config_file(text: &str, args: &[&str]) -> Result<RunConfig, ConfigFileError> {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write config file");
+        let mut argv: Vec<OsString> = vec!["moodstream".into(), "run".into()];
+        argv.extend(args.iter().map(OsString::from));
+        match parse_from(argv, Some(file.path().into()))?.command {
+            Command::Run(cfg) => Ok(*cfg),
+            other => panic!("unexpected command {other:?}"),
+        }
+    }
+
+    #[test]
+    fn config_file_values_replace_the_defaults_and_flags_beat_them() {
+        let file = "# tuned for the load test\n\
+                    MOODSTREAM_GROUP=from-file\n\
+                    MOODSTREAM_TOPICS=\"a,b\"\n\
+                    export MOODSTREAM_DRAIN_TIMEOUT_MS=1234\n\
+                    MOODSTREAM_EXACTLY_ONCE=true\n\
+                    MOODSTREAM_DISABLE_REPLIES=false\n\
+                    MOODSTREAM_REDIS_URL='redis://r:6379'\n";
+        let cfg = with_config_file(file, &[]).expect("parses");
+        assert_eq!(cfg.group, "from-file");
+        assert_eq!(cfg.topics, ["a", "b"]);
+        assert_eq!(cfg.drain_timeout_ms, 1234);
+        assert!(cfg.exactly_once);
+        assert!(!cfg.disable_replies);
+        assert!(cfg.escalation.redis_url.is_some());
+        // Settings the file leaves out keep their built-in defaults.
+        assert_eq!(cfg.session_timeout_ms, 45_000);
+
+        let cfg =
+            with_config_file(file, &["--group", "from-flag", "--topics", "c"]).expect("parses");
+        assert_eq!(cfg.group, "from-flag");
+        assert_eq!(cfg.topics, ["c"]);
+        assert_eq!(cfg.drain_timeout_ms, 1234);
+    }
+
+    #[test]
+    fn config_file_flag_beats_the_environment_variable_naming_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("flag.env");
+        std::fs::write(&path, "MOODSTREAM_GROUP=from-flag-file\n").expect("write");
+        let other = dir.path().join("env.env");
+        std::fs::write(&other, "MOODSTREAM_GROUP=from-env-file\n").expect("write");
+        let argv: Vec<OsString> = vec![
+            "moodstream".into(),
+            "run".into(),
+            format!("--config={}", path.display()).into(),
+        ];
+        let Command::Run(cfg) = parse_from(argv, Some(other.into()))
+            .expect("parses")
+            .command
+        else {
+            panic!("run")
+        };
+        assert_eq!(cfg.group, "from-flag-file");
+    }
+
+    #[test]
+    fn config_file_rejects_unknown_settings() {
+        let err = with_config_file("MOODSTREAM_GRUOP=typo\n", &[]).expect_err("unknown key");
+        assert!(
+            matches!(&err, ConfigFileError::UnknownKey { key, .. } if key == "MOODSTREAM_GRUOP"),
+            "{err}"
+        );
+        // OTEL_* is read by the exporter from the environment, which the file does not change.
+        let err = with_config_file("OTEL_SERVICE_NAME=x\n", &[]).expect_err("not a flag");
+        assert!(err.to_string().contains("OTEL_SERVICE_NAME"), "{err}");
+        let err = with_config_file("MOODSTREAM_GROUP\n", &[]).expect_err("no value");
+        assert!(matches!(err, ConfigFileError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn config_file_settings_of_other_subcommands_are_accepted() {
+        // One file for `run` and `demo-produce`: a demo-only setting does not fail `run`.
+        let cfg = with_config_file("MOODSTREAM_DEMO_TOPIC=demo\nMOODSTREAM_GROUP=g\n", &[])
+            .expect("parses");
+        assert_eq!(cfg.group, "g");
+        let err = with_config_file(
+            "MOODSTREAM_GROUP=g\n",
+            &["--config", "/nonexistent/moodstream.env"],
+        )
+        .expect_err("a --config file that cannot be read");
+        assert!(matches!(err, ConfigFileError::Read { .. }), "{err}");
     }
 
     #[test]

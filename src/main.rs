@@ -2,16 +2,18 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use moodstream::config::{self, Cli, Command};
+use moodstream::config::{self, Command};
 use moodstream::{bench, classify, demo, telemetry, worker};
 
 fn main() -> ExitCode {
-    if let Err(e) = config::load_config_file(std::env::args()) {
-        eprintln!("error: {e}");
-        return ExitCode::FAILURE;
-    }
-    let cli = Cli::parse();
+    let cli = match config::parse_with_config_file() {
+        Ok(cli) => cli,
+        Err(config::ConfigFileError::Cli(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
@@ -85,7 +85,7 @@ pub enum SchemaRegistry {
         by_file: HashMap<String, u32>,
     },
     /// A Confluent-compatible Schema Registry.
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
 
 /// How long a 404 for a schema id is remembered, so records with a hostile id cost one
@@ -112,8 +112,10 @@ impl std::fmt::Debug for Credentials {
 pub struct Remote {
     /// Without userinfo: errors quote it.
     url: String,
-    authorization: Option<String>,
-    agent: ureq::Agent,
+    credentials: Option<Credentials>,
+    /// Built on first use: reqwest's blocking client must not be built on an async task,
+    /// and lookups already run off the runtime.
+    client: OnceLock<reqwest::blocking::Client>,
     by_id: Mutex<HashMap<u32, Arc<Schema>>>,
     by_subject: Mutex<HashMap<String, u32>>,
     unknown: Mutex<HashMap<u32, Instant>>,
@@ -121,19 +123,33 @@ pub struct Remote {
 }
 
 impl Remote {
-    fn get(&self, path: &str) -> ureq::Request {
-        self.authorize(self.agent.get(&format!("{}{path}", self.url)))
-    }
-
-    fn post(&self, path: &str) -> ureq::Request {
-        self.authorize(self.agent.post(&format!("{}{path}", self.url)))
-    }
-
-    fn authorize(&self, req: ureq::Request) -> ureq::Request {
-        match &self.authorization {
-            Some(value) => req.set("Authorization", value),
-            None => req,
+    /// Requests time out after 5 s (2 s to connect); HTTPS is verified against the system's
+    /// CA store.
+    fn client(&self) -> Result<&reqwest::blocking::Client, SchemaError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
         }
+        crate::telemetry::install_tls_provider();
+        let client = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| self.failed(e))?;
+        Ok(self.client.get_or_init(|| client))
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::blocking::RequestBuilder, SchemaError> {
+        let req = self
+            .client()?
+            .request(method, format!("{}{path}", self.url));
+        Ok(match &self.credentials {
+            Some(c) => req.basic_auth(&c.username, Some(&c.password)),
+            None => req,
+        })
     }
 
     /// Fails at once while a recent request failed (see [`FAILURE_BACKOFF`]).
@@ -187,9 +203,12 @@ impl Remote {
         struct Body {
             schema: String,
         }
-        let body: Body = match self.get(&format!("/schemas/ids/{id}")).call() {
-            Ok(resp) => resp.into_json().map_err(|e| self.failed(e))?,
-            Err(ureq::Error::Status(404, _)) => {
+        let resp = self
+            .request(reqwest::Method::GET, &format!("/schemas/ids/{id}"))?
+            .send()
+            .map_err(|e| self.failed(e))?;
+        let body: Body = match resp.status() {
+            reqwest::StatusCode::NOT_FOUND => {
                 let mut unknown = self.unknown.lock().expect("registry cache poisoned: bug");
                 // Bounded: a flood of distinct hostile ids cannot grow it without limit.
                 if unknown.len() >= 10_000 {
@@ -200,7 +219,10 @@ impl Remote {
                 }
                 return Err(SchemaError::UnknownId(id));
             }
-            Err(e) => return Err(self.failed(e)),
+            _ => resp
+                .error_for_status()
+                .and_then(|resp| resp.json())
+                .map_err(|e| self.failed(e))?,
         };
         let schema = Arc::new(
             Schema::parse_str(&body.schema).map_err(|e| SchemaError::Parse {
@@ -231,11 +253,18 @@ impl Remote {
             id: u32,
         }
         let body: Body = self
-            .post(&format!("/subjects/{subject}/versions"))
-            .set("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .send_json(serde_json::json!({ "schema": schema.canonical_form() }))
-            .map_err(|e| self.failed(e))?
-            .into_json()
+            .request(
+                reqwest::Method::POST,
+                &format!("/subjects/{subject}/versions"),
+            )?
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/vnd.schemaregistry.v1+json",
+            )
+            .body(serde_json::json!({ "schema": schema.canonical_form() }).to_string())
+            .send()
+            .and_then(|resp| resp.error_for_status())
+            .and_then(|resp| resp.json())
             .map_err(|e| self.failed(e))?;
         self.by_subject
             .lock()
@@ -291,28 +320,6 @@ pub fn redact_userinfo(text: &str) -> String {
     out
 }
 
-/// Standard base64 (RFC 4648, padded), for the basic-auth header.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 impl SchemaRegistry {
     /// No schema ids at all (JSON-only use, such as `classify`).
     pub fn none() -> SchemaRegistry {
@@ -352,25 +359,15 @@ impl SchemaRegistry {
     /// without them. Requests time out after 5 s (2 s to connect).
     pub fn remote(url: &str, credentials: Option<Credentials>) -> SchemaRegistry {
         let (url, from_url) = split_userinfo(url);
-        let authorization = credentials.or(from_url).map(|c| {
-            format!(
-                "Basic {}",
-                base64(format!("{}:{}", c.username, c.password).as_bytes())
-            )
-        });
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .build();
-        SchemaRegistry::Remote(Remote {
+        SchemaRegistry::Remote(Box::new(Remote {
             url: url.trim_end_matches('/').to_string(),
-            authorization,
-            agent,
+            credentials: credentials.or(from_url),
+            client: OnceLock::new(),
             by_id: Mutex::default(),
             by_subject: Mutex::default(),
             unknown: Mutex::default(),
             failed_until: Mutex::default(),
-        })
+        }))
     }
 
     /// The writer schema for `id`. Blocking (HTTP on a cache miss): call off the async runtime.
@@ -448,7 +445,8 @@ mod tests {
             }),
         );
         explicit.schema_by_id(1).expect("found");
-        let basic = format!("Basic {}", base64(b"alice:s3cret-pw"));
+        // base64("alice:s3cret-pw")
+        let basic = "Basic YWxpY2U6czNjcmV0LXB3".to_string();
         assert_eq!(
             fake.authorizations(),
             vec![Some(basic.clone()), Some(basic)]
@@ -468,21 +466,6 @@ mod tests {
             redact_userinfo("GET https://u:p@h:1/x failed; see http://h/y"),
             "GET https://<redacted>@h:1/x failed; see http://h/y"
         );
-    }
-
-    #[test]
-    fn base64_matches_rfc_4648() {
-        for (input, want) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), want);
-        }
     }
 
     #[test]

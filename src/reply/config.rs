@@ -22,7 +22,7 @@ pub enum ReplyConfigError {
     Yaml {
         origin: String,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("template `{id}` does not compile: {source}")]
     Template {
@@ -274,7 +274,7 @@ impl Default for ReviewConfig {
 
 impl RawConfig {
     pub(crate) fn parse(yaml: &str, origin: &str) -> Result<RawConfig, ReplyConfigError> {
-        serde_yaml::from_str(yaml).map_err(|source| ReplyConfigError::Yaml {
+        serde_norway::from_str(yaml).map_err(|source| ReplyConfigError::Yaml {
             origin: origin.to_string(),
             source,
         })

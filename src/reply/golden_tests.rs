@@ -256,7 +256,12 @@ fn golden_cases() -> Vec<(String, String)> {
         for (language, input) in [("en", &case.en), ("zh", &case.zh)] {
             for channel in CHANNELS {
                 let msg = message(channel, input);
-                let draft = drafter.draft(&msg, &result_for(case.emotion), None, 1_700_000_000_500);
+                let draft = drafter.draft_identified(
+                    &msg,
+                    &result_for(case.emotion),
+                    None,
+                    1_700_000_000_500,
+                );
                 assert_eq!(draft.strategy, case.strategy, "{language}/{channel}");
                 assert_eq!(draft.language, language, "{language}/{channel}");
                 let name = format!("{language}_{channel}_{}.txt", case.strategy);
@@ -273,7 +278,7 @@ fn golden_cases() -> Vec<(String, String)> {
         escalated: true,
     };
     let msg = message("chat", &cases()[4].en);
-    let draft = drafter.draft(
+    let draft = drafter.draft_identified(
         &msg,
         &result_for(Emotion::Confusion),
         Some(&escalated),
@@ -303,7 +308,8 @@ tenants:
     let tenant_drafter = ReplyDrafter::from_yaml(&yaml, "golden tenant config").expect("valid");
     let mut msg = message("email", &cases()[0].en);
     msg.tenant_id = Some("acme".into());
-    let draft = tenant_drafter.draft(&msg, &result_for(Emotion::Anger), None, 1_700_000_000_500);
+    let draft =
+        tenant_drafter.draft_identified(&msg, &result_for(Emotion::Anger), None, 1_700_000_000_500);
     out.push((
         "en_email_tenant_override.txt".into(),
         render(&msg, Emotion::Anger, None, &draft),

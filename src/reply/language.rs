@@ -155,25 +155,29 @@ pub(crate) fn identify(tag: Option<&str>, text: &str) -> String {
         .unwrap_or_else(|| "und".to_string())
 }
 
-/// The language to draft in, always one of `supported`.
-pub(crate) fn resolve(
+/// The language to draft in, always one of `supported`: `identified` (what [`identify`] gave
+/// for this message, carried by its emotion result) when there are templates for it; else, when
+/// that was the producer's `tag`, the language detected in `text`; else `default`.
+pub(crate) fn for_reply(
+    identified: &str,
     tag: Option<&str>,
     text: &str,
     supported: &BTreeSet<String>,
     default: &str,
 ) -> String {
-    if let Some(language) = tag.and_then(primary_subtag)
+    if supported.contains(identified) {
+        return identified.to_string();
+    }
+    // Without a usable tag, `identified` already is the detected language.
+    if tag.and_then(primary_subtag).is_some()
+        && let Some(language) = detect(text)
+            .map(str::to_string)
+            .or_else(|| detect_other(text))
         && supported.contains(&language)
     {
         return language;
     }
-    match detect(text)
-        .map(str::to_string)
-        .or_else(|| detect_other(text))
-    {
-        Some(language) if supported.contains(&language) => language,
-        _ => default.to_string(),
-    }
+    default.to_string()
 }
 
 #[cfg(test)]
@@ -182,6 +186,38 @@ mod tests {
 
     fn supported() -> BTreeSet<String> {
         ["en", "zh"].map(String::from).into()
+    }
+
+    /// The reply language of a message as the pipeline finds it: identified, then chosen.
+    fn resolve(
+        tag: Option<&str>,
+        text: &str,
+        supported: &BTreeSet<String>,
+        default: &str,
+    ) -> String {
+        for_reply(&identify(tag, text), tag, text, supported, default)
+    }
+
+    #[test]
+    fn reply_language_is_the_identified_one_when_it_has_templates() {
+        // No second detection: the identified language is taken as it is.
+        assert_eq!(
+            for_reply("en", None, "我的订单还没到", &supported(), "en"),
+            "en"
+        );
+        assert_eq!(
+            for_reply("zh", None, "where is my order", &supported(), "en"),
+            "zh"
+        );
+        assert_eq!(
+            for_reply("fr", None, "我的订单还没到", &supported(), "en"),
+            "en"
+        );
+        // An unsupported producer tag: the text decides.
+        assert_eq!(
+            for_reply("fr", Some("fr"), "我的订单还没到", &supported(), "en"),
+            "zh"
+        );
     }
 
     #[test]

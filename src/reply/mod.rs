@@ -189,7 +189,10 @@ impl ReplyDrafter {
     ) -> DraftReply {
         let channel = msg.channel.trim().to_lowercase();
         let kind = self.channels.kind_of(&channel);
-        let language = language::resolve(
+        // The language was identified on the tokenizer threads; detection runs again only
+        // when the producer's tag names a language without templates.
+        let language = language::for_reply(
+            &result.language,
             msg.language.as_deref(),
             &msg.text,
             self.templates.languages(),
@@ -348,6 +351,25 @@ impl ReplyDrafter {
     }
 }
 
+#[cfg(test)]
+impl ReplyDrafter {
+    /// [`ReplyDrafter::draft`] with the result's language set as the pipeline sets it
+    /// ([`language::identify`] on the tokenizer threads).
+    pub(crate) fn draft_identified(
+        &self,
+        msg: &CustomerMessage,
+        result: &EmotionResult,
+        trend: Option<&ConversationTrend>,
+        now_ms: i64,
+    ) -> DraftReply {
+        let result = EmotionResult {
+            language: language::identify(msg.language.as_deref(), &msg.text),
+            ..result.clone()
+        };
+        self.draft(msg, &result, trend, now_ms)
+    }
+}
+
 /// The last-resort reply when no template renders safely: plain text without slots.
 fn builtin_parts(language: &str, signature: &str) -> RenderedParts {
     let zh = language == "zh";
@@ -491,9 +513,24 @@ mod tests {
     }
 
     #[test]
+    fn drafts_in_the_language_its_emotion_result_carries() {
+        // The pipeline identifies the language once, on the tokenizer threads; the drafter
+        // takes it from the result instead of detecting it again.
+        let msg = message("chat", "我的订单还没到，请帮我查一下");
+        let mut emotion = result(Emotion::Neutral, 0.9, 0.1);
+        emotion.language = "zh".into();
+        assert_eq!(drafter().draft(&msg, &emotion, None, 0).language, "zh");
+        emotion.language = "en".into();
+        assert_eq!(drafter().draft(&msg, &emotion, None, 0).language, "en");
+        // A language without templates falls back to the default, not to a second detection.
+        emotion.language = "ko".into();
+        assert_eq!(drafter().draft(&msg, &emotion, None, 0).language, "en");
+    }
+
+    #[test]
     fn draft_carries_message_ids_emotion_and_creation_time() {
         let msg = message("Chat", "Where is my order #A10023?");
-        let draft = drafter().draft(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 42);
+        let draft = drafter().draft_identified(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 42);
         assert_eq!(draft.message_id, "m-1");
         assert_eq!(draft.conversation_id, "c-1");
         assert_eq!(draft.channel, "chat");
@@ -515,7 +552,7 @@ mod tests {
     fn missing_name_and_order_id_fall_back_to_natural_phrasing() {
         let mut msg = message("email", "I want a refund");
         msg.customer_name = None;
-        let draft = drafter().draft(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
+        let draft = drafter().draft_identified(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
         let body = draft.body.unwrap();
         assert!(body.starts_with("Hello,"), "{body}");
         assert!(body.contains("your order"), "{body}");
@@ -530,7 +567,7 @@ mod tests {
     fn email_subject_replies_to_the_original_subject() {
         let mut msg = message("email", "see subject");
         msg.subject = Some("RE: Refund for order 12345".into());
-        let draft = drafter().draft(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
+        let draft = drafter().draft_identified(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
         assert_eq!(draft.subject.as_deref(), Some("Re: Refund for order 12345"));
         assert_eq!(draft.intent, "refund");
     }
@@ -538,7 +575,7 @@ mod tests {
     #[test]
     fn chinese_message_gets_a_chinese_draft() {
         let msg = message("chat", "我的快递到哪了？订单号 A10023");
-        let draft = drafter().draft(&msg, &result(Emotion::Anxiety, 0.8, 0.6), None, 0);
+        let draft = drafter().draft_identified(&msg, &result(Emotion::Anxiety, 0.8, 0.6), None, 0);
         assert_eq!(draft.language, "zh");
         assert_eq!(draft.intent, "order_status");
         assert_eq!(draft.strategy, "reassure");
@@ -555,7 +592,12 @@ mod tests {
             rising: false,
             escalated: true,
         };
-        let draft = drafter().draft(&msg, &result(Emotion::Confusion, 0.9, 0.2), Some(&trend), 0);
+        let draft = drafter().draft_identified(
+            &msg,
+            &result(Emotion::Confusion, 0.9, 0.2),
+            Some(&trend),
+            0,
+        );
         assert_eq!(draft.strategy, "de_escalate");
         assert!(draft.requires_review);
     }
@@ -563,7 +605,8 @@ mod tests {
     #[test]
     fn gratitude_is_thanked_without_an_intent_body() {
         let msg = message("chat", "Thanks, the refund arrived!");
-        let draft = drafter().draft(&msg, &result(Emotion::Gratitude, 0.9, 0.0), None, 0);
+        let draft =
+            drafter().draft_identified(&msg, &result(Emotion::Gratitude, 0.9, 0.0), None, 0);
         assert_eq!(draft.strategy, "thank");
         assert_eq!(draft.intent, "refund");
         assert_eq!(draft.template_id, "default/en/chat/thank");
@@ -578,7 +621,7 @@ mod tests {
         );
         msg.metadata
             .insert("email".into(), "anna@example.com".into());
-        let draft = drafter().draft(&msg, &result(Emotion::Anger, 0.9, 0.9), None, 0);
+        let draft = drafter().draft_identified(&msg, &result(Emotion::Anger, 0.9, 0.9), None, 0);
         let body = draft.body.unwrap();
         for secret in ["A10023", "Anna", "5551234", "anna@example.com"] {
             assert!(!body.contains(secret), "{secret} in {body}");
@@ -595,7 +638,7 @@ mod tests {
         let drafter = ReplyDrafter::from_yaml(&yaml, "tenant.yaml").expect("valid");
         let mut msg = message("email", "I want a refund");
         msg.tenant_id = Some("acme".into());
-        let draft = drafter.draft(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
+        let draft = drafter.draft_identified(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
         assert!(draft.body.unwrap().ends_with("Acme Care"));
         assert!(
             draft.template_id.starts_with("acme/en/email/"),
@@ -603,7 +646,7 @@ mod tests {
             draft.template_id
         );
         msg.tenant_id = Some("globex".into());
-        let draft = drafter.draft(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
+        let draft = drafter.draft_identified(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
         assert!(draft.template_id.starts_with("default/en/email/"));
     }
 
@@ -614,7 +657,7 @@ mod tests {
         msg.subject = Some("}}".repeat(100_000));
         msg.metadata
             .insert("order_id".into(), "x".repeat(1_000_000));
-        let draft = drafter().draft(&msg, &result(Emotion::Anger, 0.9, 0.9), None, 0);
+        let draft = drafter().draft_identified(&msg, &result(Emotion::Anger, 0.9, 0.9), None, 0);
         let body = draft.body.unwrap();
         assert!(!text::contains_placeholder(&body), "{body}");
         assert!(body.chars().count() <= 300);
@@ -634,12 +677,12 @@ mod tests {
         let drafter = ReplyDrafter::from_yaml(&yaml, "fragile.yaml").expect("valid");
         let calm = result(Emotion::Neutral, 0.9, 0.1);
         let mut msg = message("chat", "hello");
-        let draft = drafter.draft(&msg, &calm, None, 0);
+        let draft = drafter.draft_identified(&msg, &calm, None, 0);
         assert_eq!(draft.template_id, "default/en/chat/answer_directly/general");
         assert!(!draft.requires_review);
 
         msg.customer_name = Some("Maximiliane Augustina Schwarzenegger".into());
-        let draft = drafter.draft(&msg, &calm, None, 0);
+        let draft = drafter.draft_identified(&msg, &calm, None, 0);
         assert_eq!(draft.template_id, "builtin/en/chat");
         assert!(draft.requires_review);
         let body = draft.body.unwrap();
@@ -652,7 +695,7 @@ mod tests {
     #[test]
     fn unknown_channel_is_formatted_plainly() {
         let msg = message("fax", "hello");
-        let draft = drafter().draft(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
+        let draft = drafter().draft_identified(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
         assert_eq!(draft.channel, "fax");
         assert!(draft.body.is_some() && draft.segments.is_none() && draft.subject.is_none());
     }
@@ -660,7 +703,8 @@ mod tests {
     #[test]
     fn sms_draft_has_segments_and_no_body() {
         let msg = message("sms", "where is my parcel");
-        let draft = drafter().draft(&msg, &result(Emotion::Frustration, 0.9, 0.7), None, 0);
+        let draft =
+            drafter().draft_identified(&msg, &result(Emotion::Frustration, 0.9, 0.7), None, 0);
         assert_eq!(draft.body, None);
         assert!(!draft.segments.unwrap().is_empty());
     }
@@ -668,7 +712,7 @@ mod tests {
     #[test]
     fn draft_serialises_to_json_and_back() {
         let msg = message("email", "refund please");
-        let draft = drafter().draft(
+        let draft = drafter().draft_identified(
             &msg,
             &result(Emotion::Anger, 0.9, 0.9),
             None,
@@ -686,7 +730,7 @@ mod tests {
         let drafter = drafter();
         for channel in ["email", "sms", "chat"] {
             let msg = message(channel, "refund please");
-            let draft = drafter.draft(
+            let draft = drafter.draft_identified(
                 &msg,
                 &result(Emotion::Anger, 0.9, 0.9),
                 None,
@@ -724,7 +768,7 @@ mod tests {
             .map(|f| f["name"].as_str().expect("name"))
             .collect();
         let msg = message("chat", "hi");
-        let draft = drafter().draft(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
+        let draft = drafter().draft_identified(&msg, &result(Emotion::Neutral, 0.9, 0.1), None, 0);
         let apache_avro::types::Value::Record(fields) =
             apache_avro::to_value(&draft).expect("to_value")
         else {

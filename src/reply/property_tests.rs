@@ -181,7 +181,7 @@ proptest! {
 
     #[test]
     fn drafts_never_leak_placeholders(msg in message(), result in emotion_result(), trend in trend()) {
-        let draft = drafter().draft(&msg, &result, trend.as_ref(), 0);
+        let draft = drafter().draft_identified(&msg, &result, trend.as_ref(), 0);
         for text in visible_texts(&draft) {
             prop_assert!(!contains_placeholder(text), "placeholder in {text:?}");
         }
@@ -193,7 +193,7 @@ proptest! {
     fn chat_social_voice_and_other_drafts_stay_within_their_length_limits(
         msg in message(), result in emotion_result(), trend in trend(),
     ) {
-        let draft = drafter().draft(&msg, &result, trend.as_ref(), 0);
+        let draft = drafter().draft_identified(&msg, &result, trend.as_ref(), 0);
         let limit = match draft.channel.as_str() {
             "chat" | "web" | "whatsapp" => Some(300),
             "social" | "twitter" => Some(280),
@@ -211,7 +211,7 @@ proptest! {
         msg in message(), result in emotion_result(), trend in trend(),
     ) {
         let msg = CustomerMessage { channel: "sms".into(), ..msg };
-        let draft = drafter().draft(&msg, &result, trend.as_ref(), 0);
+        let draft = drafter().draft_identified(&msg, &result, trend.as_ref(), 0);
         prop_assert!(draft.body.is_none());
         let segments = draft.segments.expect("sms drafts have segments");
         prop_assert!(!segments.is_empty());
@@ -234,7 +234,7 @@ proptest! {
         msg in message(), result in emotion_result(), trend in trend(),
     ) {
         let msg = CustomerMessage { channel: "voice".into(), ..msg };
-        let draft = drafter().draft(&msg, &result, trend.as_ref(), 0);
+        let draft = drafter().draft_identified(&msg, &result, trend.as_ref(), 0);
         let body = draft.body.expect("voice drafts have a body");
         let lower = body.to_lowercase();
         prop_assert!(!lower.contains("http") && !lower.contains("www.") && !lower.contains("://"), "{body}");
@@ -247,7 +247,7 @@ proptest! {
         msg in message(), result in emotion_result(), trend in trend(),
     ) {
         let msg = CustomerMessage { channel: "social".into(), ..msg };
-        let draft = drafter().draft(&msg, &result, trend.as_ref(), 0);
+        let draft = drafter().draft_identified(&msg, &result, trend.as_ref(), 0);
         let body = draft.body.expect("social drafts have a body");
         let mut inputs: Vec<&str> = vec![&msg.text];
         inputs.extend(msg.subject.as_deref());
@@ -273,7 +273,7 @@ proptest! {
     #[test]
     fn email_drafts_reply_to_a_subject(msg in message(), result in emotion_result()) {
         let msg = CustomerMessage { channel: "email".into(), ..msg };
-        let draft = drafter().draft(&msg, &result, None, 0);
+        let draft = drafter().draft_identified(&msg, &result, None, 0);
         let subject = draft.subject.expect("email drafts have a subject");
         prop_assert!(subject.starts_with("Re: "), "{subject}");
         prop_assert!(draft.body.is_some());
@@ -283,7 +283,7 @@ proptest! {
     fn negative_or_uncertain_results_always_require_review(
         msg in message(), result in emotion_result(), trend in trend(),
     ) {
-        let draft = drafter().draft(&msg, &result, trend.as_ref(), 0);
+        let draft = drafter().draft_identified(&msg, &result, trend.as_ref(), 0);
         let uncertain = result.confidence.is_nan() || result.confidence < 0.6;
         let heated = trend.as_ref().is_some_and(|t| t.rising || t.escalated);
         if result.primary().is_negative() || uncertain || heated {
@@ -349,7 +349,7 @@ proptest! {
     fn hostile_customer_input_is_never_executed_as_template_code(
         msg in hostile_message(), result in emotion_result(), trend in trend(),
     ) {
-        let draft = drafter().draft(&msg, &result, trend.as_ref(), 0);
+        let draft = drafter().draft_identified(&msg, &result, trend.as_ref(), 0);
         let texts = visible_texts(&draft);
         prop_assert!(texts.iter().any(|t| !t.trim().is_empty()), "empty draft");
         for text in texts {

@@ -124,7 +124,7 @@ pub(crate) mod tests {
     }
 
     fn rules() -> StrategyRules {
-        let config: StrategiesConfig = serde_yaml::from_str(
+        let config: StrategiesConfig = serde_norway::from_str(
             r#"
 by_emotion:
   anger: de_escalate

@@ -1,6 +1,8 @@
 //! Small text helpers shared by rendering and channel formatting: whitespace, sentence
 //! joining that respects CJK typography, truncation, and the character classes we strip.
 
+use unicode_segmentation::UnicodeSegmentation;
+
 /// Template syntax that must never reach a customer.
 const PLACEHOLDER_MARKERS: [&str; 6] = ["{{", "}}", "{%", "%}", "{#", "#}"];
 
@@ -42,29 +44,14 @@ pub(crate) fn join_sentences<'a>(parts: impl IntoIterator<Item = &'a str>) -> St
     out
 }
 
-/// Splits after sentence-ending punctuation (`.`, `!`, `?` followed by a space, or the CJK
-/// full stops), keeping the punctuation with its sentence.
+/// Splits into sentences at the Unicode sentence boundaries (UAX #29), trimmed: after `.`,
+/// `!`, `?` and the CJK full stops, but not inside decimals (`5.99`) or before a lowercase word
+/// (`e.g. the`), and with closing quotes and brackets kept with their sentence.
 pub(crate) fn split_sentences(text: &str) -> Vec<&str> {
-    let mut sentences = Vec::new();
-    let mut start = 0;
-    let mut chars = text.char_indices().peekable();
-    while let Some((i, c)) = chars.next() {
-        let end = i + c.len_utf8();
-        let ends_sentence = match c {
-            '。' | '！' | '？' => true,
-            '.' | '!' | '?' => chars.peek().is_none_or(|(_, next)| next.is_whitespace()),
-            _ => false,
-        };
-        if ends_sentence {
-            sentences.push(text[start..end].trim());
-            start = end;
-        }
-    }
-    if start < text.len() {
-        sentences.push(text[start..].trim());
-    }
-    sentences.retain(|s| !s.is_empty());
-    sentences
+    text.split_sentence_bounds()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// Cuts `text` to at most `max` characters, at a word boundary when one is near, ending
@@ -161,6 +148,23 @@ mod tests {
             split_sentences("第一句。第二句！尾巴"),
             vec!["第一句。", "第二句！", "尾巴"]
         );
+    }
+
+    #[test]
+    fn keeps_abbreviations_and_closing_punctuation_with_their_sentence() {
+        assert_eq!(
+            split_sentences("We refund e.g. shipping costs, approx. 3 days. Thanks!"),
+            vec!["We refund e.g. shipping costs, approx. 3 days.", "Thanks!"]
+        );
+        assert_eq!(
+            split_sentences("He said \"it broke.\" Then it worked (mostly.) Fine?"),
+            vec!["He said \"it broke.\"", "Then it worked (mostly.)", "Fine?"]
+        );
+        assert_eq!(
+            split_sentences("您说“已经发货了。”对吗？好的……谢谢！"),
+            vec!["您说“已经发货了。”", "对吗？", "好的……谢谢！"]
+        );
+        assert_eq!(split_sentences("  \n "), Vec::<&str>::new());
     }
 
     #[test]

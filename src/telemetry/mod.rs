@@ -29,3 +29,14 @@ pub fn init_cli_logging() {
         log_format: LogFormat::Text,
     });
 }
+
+/// Installs ring as the process's rustls crypto provider, once. reqwest (the Schema Registry
+/// client, the OTLP exporter) is built without a provider of its own and needs one installed;
+/// ring is the one rustls is compiled with here (redis' TLS uses it too).
+pub fn install_tls_provider() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Err only when a provider is already installed, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -13,6 +13,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 
+use super::install_tls_provider;
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Sets up the propagator and, when `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT` is set, the OTLP
@@ -28,6 +30,7 @@ pub fn init() -> Option<SdkTracerProvider> {
     if !configured || std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v == "true") {
         return None;
     }
+    install_tls_provider();
     let exporter = match opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .build()

@@ -385,13 +385,18 @@ impl Worker {
         let _ = self.child.wait();
     }
 
+    /// GET `path` from the worker's HTTP server: status and body, `None` when unreachable.
+    /// Blocking, on its own thread (reqwest's blocking client must not run on an async task).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let resp = ureq::get(&format!("http://{}{}", self.http, path)).call();
-        match resp {
-            Ok(r) => Some((r.status(), r.into_string().unwrap_or_default())),
-            Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().unwrap_or_default())),
-            Err(_) => None,
-        }
+        let url = format!("http://{}{}", self.http, path);
+        std::thread::spawn(move || {
+            moodstream::telemetry::install_tls_provider();
+            let resp = reqwest::blocking::get(url).ok()?;
+            let status = resp.status().as_u16();
+            Some((status, resp.text().unwrap_or_default()))
+        })
+        .join()
+        .expect("HTTP GET thread")
     }
 
     /// Waits until /readyz says ready (safety-net timeout).

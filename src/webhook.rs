@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::escalation::{EscalationEvent, EscalationKind};
+use crate::escalation::{EscalationEvent, EscalationKind, Secret};
 use crate::telemetry::metrics;
 
 /// The JSON shape of the POST body.
@@ -37,13 +37,13 @@ pub enum WebhookFormat {
 #[derive(Args, Debug, Clone)]
 pub struct WebhookConfig {
     /// URL escalation events are POSTed to (best-effort; never delays offsets). Kept out of
-    /// logs: Slack and Teams URLs carry their secret.
+    /// logs and `Debug`: Slack and Teams URLs carry their secret.
     #[arg(
         long,
         env = "MOODSTREAM_ESCALATION_WEBHOOK_URL",
         hide_env_values = true
     )]
-    pub escalation_webhook_url: Option<String>,
+    pub escalation_webhook_url: Option<Secret>,
     /// Body format: slack | teams | pagerduty | generic.
     #[arg(
         long,
@@ -58,7 +58,7 @@ pub struct WebhookConfig {
         env = "MOODSTREAM_ESCALATION_WEBHOOK_ROUTING_KEY",
         hide_env_values = true
     )]
-    pub escalation_webhook_routing_key: Option<String>,
+    pub escalation_webhook_routing_key: Option<Secret>,
     /// Only events at least this severe are sent: warning | critical.
     #[arg(
         long,
@@ -121,14 +121,15 @@ impl WebhookConfig {
         let Some(url) = &self.escalation_webhook_url else {
             return Ok(());
         };
+        let url = url.expose();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(WebhookConfigError::BadUrl);
         }
         if self.escalation_webhook_format == WebhookFormat::Pagerduty
             && self
                 .escalation_webhook_routing_key
-                .as_deref()
-                .is_none_or(str::is_empty)
+                .as_ref()
+                .is_none_or(|k| k.expose().is_empty())
         {
             return Err(WebhookConfigError::NoRoutingKey);
         }
@@ -349,9 +350,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 struct Delivery {
     client: reqwest::Client,
-    url: String,
+    url: Secret,
     format: WebhookFormat,
-    routing_key: Option<String>,
+    routing_key: Option<Secret>,
     attempts: u32,
     backoff: Duration,
 }
@@ -368,7 +369,7 @@ enum Outcome {
 impl Delivery {
     async fn run(self, mut rx: mpsc::Receiver<Notification>) {
         while let Some(n) = rx.recv().await {
-            let body = n.body(self.format, self.routing_key.as_deref());
+            let body = n.body(self.format, self.routing_key.as_ref().map(Secret::expose));
             let result = self.deliver(&body).await;
             record(result);
         }
@@ -399,7 +400,7 @@ impl Delivery {
     }
 
     async fn post(&self, body: &Value) -> Outcome {
-        match self.client.post(&self.url).json(body).send().await {
+        match self.client.post(self.url.expose()).json(body).send().await {
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_success() {
@@ -508,7 +509,9 @@ mod tests {
     #[test]
     fn validation_needs_a_routing_key_for_pagerduty() {
         let mut cfg = WebhookConfig {
-            escalation_webhook_url: Some("https://events.pagerduty.com/v2/enqueue".into()),
+            escalation_webhook_url: Some(Secret::from(
+                "https://events.pagerduty.com/v2/enqueue".to_string(),
+            )),
             escalation_webhook_format: WebhookFormat::Pagerduty,
             escalation_webhook_routing_key: None,
             escalation_webhook_min_severity: MinSeverity::Warning,
@@ -518,9 +521,13 @@ mod tests {
             escalation_webhook_timeout_ms: 100,
         };
         assert_eq!(cfg.validate(), Err(WebhookConfigError::NoRoutingKey));
-        cfg.escalation_webhook_routing_key = Some("rk".into());
+        cfg.escalation_webhook_routing_key = Some(Secret::from("rk".to_string()));
         assert_eq!(cfg.validate(), Ok(()));
-        cfg.escalation_webhook_url = Some("ftp://x".into());
+        assert!(
+            !format!("{cfg:?}").contains("pagerduty.com"),
+            "URL kept out of Debug"
+        );
+        cfg.escalation_webhook_url = Some(Secret::from("ftp://x".to_string()));
         assert_eq!(cfg.validate(), Err(WebhookConfigError::BadUrl));
     }
 

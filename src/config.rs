@@ -165,6 +165,24 @@ pub enum Format {
     Avro,
 }
 
+/// The consumer's `auto.offset.reset`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetReset {
+    /// The oldest retained record: nothing already on the topic is skipped.
+    Earliest,
+    /// Only records produced after the group first joins.
+    Latest,
+}
+
+impl OffsetReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetReset::Earliest => "earliest",
+            OffsetReset::Latest => "latest",
+        }
+    }
+}
+
 /// Where the ONNX session runs.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecutionProvider {
@@ -173,6 +191,17 @@ pub enum ExecutionProvider {
     Cpu,
     /// CUDA or a startup error.
     Cuda,
+}
+
+impl ExecutionProvider {
+    /// The flag value (`requested` label of `moodstream_execution_provider_info`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionProvider::Auto => "auto",
+            ExecutionProvider::Cpu => "cpu",
+            ExecutionProvider::Cuda => "cuda",
+        }
+    }
 }
 
 /// Which shipped model file to load from the model directory.
@@ -449,6 +478,15 @@ pub struct RunConfig {
     /// How long shutdown and partition revocation wait for in-flight messages, in ms.
     #[arg(long, env = "MOODSTREAM_DRAIN_TIMEOUT_MS", default_value_t = 20_000)]
     pub drain_timeout_ms: u64,
+    /// Where reading starts on a partition without a committed offset (a new group, or offsets
+    /// expired). The chart derives KEDA's offsetResetPolicy from the same value.
+    #[arg(
+        long,
+        env = "MOODSTREAM_AUTO_OFFSET_RESET",
+        value_enum,
+        default_value = "earliest"
+    )]
+    pub auto_offset_reset: OffsetReset,
     /// Consumer group session timeout, in ms (must exceed the drain timeout).
     #[arg(long, env = "MOODSTREAM_SESSION_TIMEOUT_MS", default_value_t = 45_000)]
     pub session_timeout_ms: u64,
@@ -478,6 +516,8 @@ pub struct RunConfig {
     #[command(flatten)]
     pub escalation: EscalationConfig,
     #[command(flatten)]
+    pub webhook: crate::webhook::WebhookConfig,
+    #[command(flatten)]
     pub telemetry: TelemetryConfig,
 }
 
@@ -496,6 +536,8 @@ pub enum ConfigError {
     TokensBelowSeqLen { tokens: usize, seq: usize },
     #[error(transparent)]
     Escalation(#[from] crate::escalation::ConfigError),
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookConfigError),
 }
 
 impl RunConfig {
@@ -527,6 +569,7 @@ impl RunConfig {
             return Err(ConfigError::Zero("commit interval"));
         }
         self.escalation.validate()?;
+        self.webhook.validate()?;
         self.model.validate()
     }
 
@@ -803,6 +846,25 @@ mod tests {
         assert!(default.len() > "moodstream-g1-".len(), "names the host");
         let explicit = run_config(&["--exactly-once", "--transactional-id", "pod-3"]);
         assert_eq!(explicit.transactional_id().as_deref(), Some("pod-3"));
+    }
+
+    #[test]
+    fn offset_reset_defaults_to_earliest_and_the_webhook_is_validated() {
+        assert_eq!(run_config(&[]).auto_offset_reset, OffsetReset::Earliest);
+        let latest = run_config(&["--auto-offset-reset", "latest"]);
+        assert_eq!(latest.auto_offset_reset.as_str(), "latest");
+        let pagerduty = run_config(&[
+            "--escalation-webhook-url",
+            "https://events.pagerduty.com/v2/enqueue",
+            "--escalation-webhook-format",
+            "pagerduty",
+        ]);
+        assert!(matches!(
+            pagerduty.validate(),
+            Err(ConfigError::Webhook(
+                crate::webhook::WebhookConfigError::NoRoutingKey
+            ))
+        ));
     }
 
     #[test]

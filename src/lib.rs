@@ -21,4 +21,5 @@ pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
+pub mod webhook;
 pub mod worker;

@@ -33,6 +33,7 @@ use crate::retry::Backoff;
 use crate::schema::{SchemaError, SchemaRegistry, contract, contracts};
 use crate::source::{self, KafkaConsumer};
 use crate::telemetry::metrics;
+use crate::webhook::Notifier;
 
 /// What a published record is, for metrics and schema choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +202,8 @@ pub struct Sink {
     pub consumer: Arc<KafkaConsumer>,
     /// Exactly-once mode: how long a transaction stays open. `None`: at-least-once.
     pub transaction_interval: Option<Duration>,
+    /// The escalation webhook, told of each escalation event once the broker acknowledged it.
+    pub webhook: Option<Notifier>,
 }
 
 /// An idempotent producer: acks=all, retries without reordering or duplicates; transactional
@@ -300,6 +303,10 @@ impl Sink {
         }
         let started = SystemTime::now();
         let producer = self.producer.clone();
+        let notify = self.webhook.as_ref().and_then(|w| match &p.result {
+            Ok(e) if !e.escalations.is_empty() => Some((w.clone(), e.escalations.clone())),
+            _ => None,
+        });
         pending.push(Box::pin(async move {
             let mut results = Vec::with_capacity(deliveries.len());
             for (kind, topic, fut, fallback) in deliveries {
@@ -311,6 +318,17 @@ impl Sink {
                     r = send_truncated(&producer, fallback).await;
                 }
                 results.push((kind, topic, r));
+            }
+            // Best-effort, after the acknowledgement: a notification never announces an
+            // event the topic lacks (an event whose encoding failed went to the DLQ instead).
+            if let Some((webhook, events)) = notify {
+                let acked = results
+                    .iter()
+                    .filter(|(k, _, r)| *k == OutputKind::Escalation && r.is_ok())
+                    .count();
+                if acked == events.len() {
+                    events.iter().for_each(|e| webhook.notify(e));
+                }
             }
             (p.origin, started, results)
         }));

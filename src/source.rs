@@ -225,7 +225,7 @@ pub fn connect(
             cfg.commit_interval_ms.to_string(),
         )
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
         .set("statistics.interval.ms", "5000")

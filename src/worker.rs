@@ -21,7 +21,7 @@ use crate::retry::{Fatal, RetryPolicy};
 use crate::schema::SchemaRegistry;
 use crate::sink::{OutputEncoder, OutputKind, Sink, Topics};
 use crate::telemetry::{self, metrics};
-use crate::{http, source};
+use crate::{http, source, webhook};
 
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     telemetry::init_logging(&cfg.telemetry);
@@ -118,7 +118,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let (inlet, processed, provider) = pipeline::spawn_with(model, &cfg.model, enricher, retry);
     metrics()
         .provider_info
-        .with_label_values(&[provider.as_str()])
+        .with_label_values(&[provider.as_str(), cfg.model.execution_provider.as_str()])
         .set(1);
     health.set_model_loaded();
 
@@ -155,6 +155,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             transaction_interval: cfg
                 .exactly_once
                 .then(|| Duration::from_millis(cfg.commit_interval_ms)),
+            webhook: webhook::spawn(&cfg.webhook).context("escalation webhook")?,
         }
         .run(processed),
     );

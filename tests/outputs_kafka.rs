@@ -198,7 +198,7 @@ async fn metrics_readiness_and_trace_context_follow_the_messages() {
         metric(
             &text,
             "moodstream_execution_provider_info",
-            "provider=\"cpu\""
+            "provider=\"cpu\",requested=\"cpu\""
         ) == 1.0
     );
     assert!(!text.contains("telemetry-u"), "no customer ids in metrics");

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub consumer_errors: IntCounterVec,
     pub paused_partitions: IntGauge,
     pub in_flight_bytes: IntGauge,
+    pub webhook_notifications: IntCounterVec,
+    pub webhook_retries: IntCounter,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -169,9 +171,11 @@ impl Metrics {
             provider_info: reg!(IntGaugeVec::new(
                 Opts::new(
                     "execution_provider_info",
-                    "The active ONNX Runtime execution provider (value 1)."
+                    "The active ONNX Runtime execution provider (value 1), and the one \
+                     --execution-provider asked for (auto, cpu, cuda): provider cpu with requested \
+                     auto or cuda is a GPU pod on the CPU fallback."
                 ),
-                &["provider"]
+                &["provider", "requested"]
             )),
             stage_seconds: reg!(HistogramVec::new(
                 HistogramOpts::new(
@@ -198,6 +202,15 @@ impl Metrics {
             in_flight_bytes: reg!(IntGauge::new(
                 "in_flight_bytes",
                 "Key and value bytes of the messages between consume and offset store."
+            )),
+            webhook_notifications: reg!(counter(
+                "webhook_notifications_total",
+                "Escalation webhook notifications, by result (delivered, rejected, failed, dropped).",
+                &["result"]
+            )),
+            webhook_retries: reg!(IntCounter::new(
+                "webhook_retries_total",
+                "Escalation webhook POSTs retried after a transport error, 408, 429 or 5xx."
             )),
             registry,
         }

@@ -180,3 +180,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "redis.url must not carry a password: put it in a Secret and set redis.existingSecret" }}
 {{- end }}
 {{- end }}
+
+{{/*
+KEDA scalingModifiers formula: the sum of the per-topic lag triggers (lag0 + lag1 + ...).
+*/}}
+{{- define "moodstream.kedaLagFormula" -}}
+{{- $terms := list -}}
+{{- range $i, $_ := .Values.kafka.topics -}}
+{{- $terms = append $terms (printf "lag%d" $i) -}}
+{{- end -}}
+{{- join " + " $terms -}}
+{{- end -}}

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use moodstream::config::{self, Cli, Command};
-use moodstream::{bench, classify, demo, telemetry, worker};
+use moodstream::{bench, bench_api, classify, demo, telemetry, worker};
 
 fn main() -> ExitCode {
     if let Err(e) = config::load_config_file(std::env::args()) {
@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             Command::Bench(cfg) => {
                 telemetry::init_cli_logging();
                 bench::run(cfg).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::BenchApi(cfg) => {
+                telemetry::init_cli_logging();
+                bench_api::run(cfg).await.map(|()| ExitCode::SUCCESS)
             }
             Command::DemoProduce(cfg) => {
                 telemetry::init_cli_logging();

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub consumer_errors: IntCounterVec,
     pub paused_partitions: IntGauge,
     pub in_flight_bytes: IntGauge,
+    pub api_requests: IntCounterVec,
+    pub api_request_seconds: HistogramVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -198,6 +200,19 @@ impl Metrics {
             in_flight_bytes: reg!(IntGauge::new(
                 "in_flight_bytes",
                 "Key and value bytes of the messages between consume and offset store."
+            )),
+            api_requests: reg!(counter(
+                "api_requests_total",
+                "HTTP API requests answered, by route and status code.",
+                &["route", "status"]
+            )),
+            api_request_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "api_request_seconds",
+                    "HTTP API request latency (receipt to response), by route."
+                )
+                .buckets(latency_buckets()),
+                &["route"]
             )),
             registry,
         }

@@ -260,7 +260,9 @@ for values in "$CHART"/ci/*-values.yaml; do
     *statefulset*) render_and_validate "$scenario" "$values" "expect:kind: StatefulSet" \
               "expect:  podManagementPolicy: Parallel" "expect:            - name: MOODSTREAM_GROUP_INSTANCE_ID" \
               "expect:    kind: StatefulSet" ;;
-    *hpa*) render_and_validate "$scenario" "$values" "expect:kind: HorizontalPodAutoscaler" ;;
+    *hpa*) render_and_validate "$scenario" "$values" "expect:kind: HorizontalPodAutoscaler" \
+              "expect:  MOODSTREAM_API_ADDR: \"0.0.0.0:8081\"" "expect:            - name: MOODSTREAM_API_KEY" \
+              "expect:      targetPort: api" ;;
     *alerts*) render_and_validate "$scenario" "$values" "expect:kind: PrometheusRule" \
               "expect:    grafana_dashboard: \"1\"" "expect:  MOODSTREAM_ESCALATION_WEBHOOK_FORMAT: \"slack\"" \
               "expect:            - name: MOODSTREAM_ESCALATION_WEBHOOK_URL" ;;

@@ -335,7 +335,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
                 key: None,
                 payload: None,
             };
-            if inlet.jobs.send(Job { origin, msg }).is_err() {
+            if inlet.jobs.send(Job::new(origin, msg)).is_err() {
                 break;
             }
             fed += 1;

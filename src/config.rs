@@ -155,6 +155,8 @@ pub enum Command {
     Bench(BenchConfig),
     /// Produce realistic sample customer messages to Kafka (the demo's traffic).
     DemoProduce(DemoProduceConfig),
+    /// Load generator for a running worker's HTTP API: reports throughput and p50/p99 latency.
+    BenchApi(BenchApiConfig),
 }
 
 /// Wire format of a topic's values.
@@ -330,6 +332,75 @@ impl DraftConfig {
             0 => cores().min(4),
             n => n,
         }
+    }
+}
+
+/// The synchronous HTTP API (`api`): its own listener, off unless `--api-addr` is set.
+#[derive(Args, Debug, Clone)]
+pub struct ApiConfig {
+    /// Address for the HTTP API (`POST /v1/classify`, `POST /v1/draft`, `GET /openapi.json`);
+    /// unset (the default) = no API. Its own port, apart from /metrics and the probes, so it
+    /// can be exposed to applications while those stay cluster-internal.
+    #[arg(long, env = "MOODSTREAM_API_ADDR")]
+    pub api_addr: Option<String>,
+    /// Bearer token the API requires (`Authorization: Bearer <key>`); unset = no auth. Prefer
+    /// --api-key-file (a mounted secret) to passing it on the command line.
+    #[arg(long, env = "MOODSTREAM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// File holding the API bearer token (surrounding whitespace ignored), e.g. a mounted secret.
+    #[arg(long, env = "MOODSTREAM_API_KEY_FILE", conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
+    /// Most messages in one API request (413 beyond).
+    #[arg(long, env = "MOODSTREAM_API_MAX_MESSAGES", default_value_t = 64)]
+    pub api_max_messages: usize,
+    /// Largest API request body in bytes (413 beyond).
+    #[arg(long, env = "MOODSTREAM_API_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub api_max_body_bytes: usize,
+    /// Most characters of one message's `text` in an API request (413 beyond).
+    #[arg(long, env = "MOODSTREAM_API_MAX_TEXT_CHARS", default_value_t = 20_000)]
+    pub api_max_text_chars: usize,
+    /// Most API requests in flight at once; more are refused with 429 (overload), not queued.
+    #[arg(
+        long,
+        env = "MOODSTREAM_API_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 512
+    )]
+    pub api_max_concurrent_requests: usize,
+}
+
+impl ApiConfig {
+    /// The bearer token from --api-key or --api-key-file, if any (an empty one is an error:
+    /// it would silently turn auth off).
+    pub fn key(&self) -> Result<Option<String>, ConfigError> {
+        let key = match (&self.api_key, &self.api_key_file) {
+            (Some(k), _) => k.trim().to_string(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::ApiKeyFile(format!("{}: {e}", path.display())))?
+                .trim()
+                .to_string(),
+            (None, None) => return Ok(None),
+        };
+        if key.is_empty() {
+            return Err(ConfigError::ApiKeyFile("the API key is empty".into()));
+        }
+        Ok(Some(key))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (value, name) in [
+            (self.api_max_messages, "api max messages"),
+            (self.api_max_body_bytes, "api max body bytes"),
+            (self.api_max_text_chars, "api max text chars"),
+            (
+                self.api_max_concurrent_requests,
+                "api max concurrent requests",
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -512,6 +583,8 @@ pub struct RunConfig {
     #[arg(long, env = "MOODSTREAM_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: String,
     #[command(flatten)]
+    pub api: ApiConfig,
+    #[command(flatten)]
     pub model: ModelConfig,
     #[command(flatten)]
     pub escalation: EscalationConfig,
@@ -534,6 +607,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("max batch tokens ({tokens}) must be at least max seq len ({seq})")]
     TokensBelowSeqLen { tokens: usize, seq: usize },
+    #[error("API key: {0}")]
+    ApiKeyFile(String),
     #[error(transparent)]
     Escalation(#[from] crate::escalation::ConfigError),
     #[error(transparent)]
@@ -570,6 +645,7 @@ impl RunConfig {
         }
         self.escalation.validate()?;
         self.webhook.validate()?;
+        self.api.validate()?;
         self.model.validate()
     }
 
@@ -697,6 +773,31 @@ pub struct BenchConfig {
     pub seed: u64,
     #[command(flatten)]
     pub model: ModelConfig,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchApiConfig {
+    /// The API's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub url: String,
+    /// Route to load: classify or draft.
+    #[arg(long, default_value = "classify")]
+    pub route: String,
+    /// Bearer token, when the API requires one.
+    #[arg(long, env = "MOODSTREAM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Concurrent clients, each sending its next request when the previous one is answered.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Messages per request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// How long to send requests, in seconds (after one warm-up request per client).
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Random seed for the synthetic messages.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 #[derive(Args, Debug, Clone)]

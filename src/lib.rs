@@ -2,8 +2,10 @@
 //! escalation + reply drafting → Kafka out, with offsets committed only after every output
 //! of a message (and of all earlier messages in its partition) is acknowledged.
 
+pub mod api;
 pub mod batcher;
 pub mod bench;
+pub mod bench_api;
 pub mod classify;
 pub mod config;
 pub mod decode;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use moodstream::config::{self, Command};
-use moodstream::{bench, classify, demo, telemetry, worker};
+use moodstream::{bench, bench_api, classify, demo, telemetry, worker};
 
 fn main() -> ExitCode {
     let cli = match config::parse_with_config_file() {
@@ -40,6 +40,10 @@ fn main() -> ExitCode {
             Command::Bench(cfg) => {
                 telemetry::init_cli_logging();
                 bench::run(cfg).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::BenchApi(cfg) => {
+                telemetry::init_cli_logging();
+                bench_api::run(cfg).await.map(|()| ExitCode::SUCCESS)
             }
             Command::DemoProduce(cfg) => {
                 telemetry::init_cli_logging();

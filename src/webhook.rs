@@ -331,8 +331,7 @@ pub fn spawn(cfg: &WebhookConfig) -> anyhow::Result<Option<Notifier>> {
     let Some(url) = cfg.escalation_webhook_url.clone() else {
         return Ok(None);
     };
-    // rustls's ring provider, which redis's TLS already builds; already installed is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::telemetry::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(cfg.escalation_webhook_timeout_ms))
         .build()?;

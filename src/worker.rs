@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::api::{self, Api};
 use crate::config::RunConfig;
 use crate::decode::{Decoder, Limits};
 use crate::escalation::{Escalator, SystemClock};
@@ -35,6 +36,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     tokio::spawn(http::serve(listener, health.clone()));
+    let api_key = cfg.api.key()?;
+    let api_listener = match &cfg.api.api_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--api-addr)"))?,
+        ),
+        None => None,
+    };
 
     let model_cfg = cfg.model.clone();
     let model = tokio::task::spawn_blocking(move || Model::load(&model_cfg))
@@ -109,13 +119,35 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         escalator: Some(escalator),
         drafter: drafter.clone(),
         draft_threads: cfg.draft.threads(),
-        model_version,
+        model_version: model_version.clone(),
     };
     let retry = RetryPolicy {
         timeout: cfg.retry_timeout(),
         fatal: Some(fatal.clone()),
     };
     let (inlet, processed, provider) = pipeline::spawn_with(model, &cfg.model, enricher, retry);
+    // The API feeds the same tokenizer → batcher → model path as the Kafka source.
+    let api = match api_listener {
+        Some(listener) => {
+            let api = Api::new(
+                &cfg.api,
+                api_key,
+                inlet.jobs.clone(),
+                drafter
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(ReplyDrafter::builtin())),
+                model_version.clone(),
+            );
+            tracing::info!(
+                addr = %listener.local_addr()?,
+                auth = cfg.api.api_key.is_some() || cfg.api.api_key_file.is_some(),
+                "serving the HTTP API"
+            );
+            tokio::spawn(api::serve(listener, api.clone()));
+            Some(api)
+        }
+        None => None,
+    };
     metrics()
         .provider_info
         .with_label_values(&[provider.as_str(), cfg.model.execution_provider.as_str()])
@@ -180,6 +212,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         }
     }
     health.set_draining();
+    if let Some(api) = &api {
+        // New requests get 503; the pipeline can close once the source lets go too.
+        api.close();
+    }
     stop.store(true, Ordering::Relaxed);
     // The source thread drains (bounded by the drain timeout), commits and returns.
     tokio::task::spawn_blocking(move || source.join())

@@ -40,15 +40,25 @@ pub(super) fn spawn_tokenizers(
                             let language = identify(job.msg.language.as_deref(), &job.msg.text);
                             out.blocking_send(Tokenized { job, enc, language }).is_ok()
                         }
-                        Err(e) => failed
-                            .blocking_send(Classified {
-                                origin: job.origin,
-                                outcome: Outcome::DeadLetter(DeadLetter {
-                                    kind: "tokenize_error",
-                                    reason: e.to_string(),
-                                }),
-                            })
-                            .is_ok(),
+                        Err(e) => {
+                            let outcome = Outcome::DeadLetter(DeadLetter {
+                                kind: "tokenize_error",
+                                reason: e.to_string(),
+                            });
+                            match job.reply {
+                                // The caller may have gone; that is no reason to stop.
+                                Some(reply) => {
+                                    let _ = reply.send(outcome);
+                                    true
+                                }
+                                None => failed
+                                    .blocking_send(Classified {
+                                        origin: job.origin,
+                                        outcome,
+                                    })
+                                    .is_ok(),
+                            }
+                        }
                     };
                     if !sent {
                         return; // downstream is gone: shutting down
@@ -165,7 +175,7 @@ fn run_model(
         let size = batch.items.len() as i64;
         for (i, (item, wait)) in batch.items.into_iter().zip(batch.queue_waits).enumerate() {
             let Tokenized {
-                job: Job { origin, msg },
+                job: Job { origin, msg, reply },
                 language,
                 ..
             } = item;
@@ -195,8 +205,16 @@ fn run_model(
                     reason: e.to_string(),
                 }),
             };
-            if out.blocking_send(Classified { origin, outcome }).is_err() {
-                return;
+            match reply {
+                // An API request: straight back to its caller (who may have gone).
+                Some(reply) => {
+                    let _ = reply.send(outcome);
+                }
+                None => {
+                    if out.blocking_send(Classified { origin, outcome }).is_err() {
+                        return;
+                    }
+                }
             }
         }
         if let Err(e) = &result {

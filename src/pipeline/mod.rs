@@ -55,6 +55,23 @@ pub struct Origin {
 pub struct Job {
     pub origin: Origin,
     pub msg: CustomerMessage,
+    /// Set for a synchronous API request (`api`): the model's outcome goes back on it instead
+    /// of on to the post stage (no escalation, no Kafka outputs, no offsets).
+    pub reply: Option<Reply>,
+}
+
+/// Where a synchronous caller waits for one message's outcome.
+pub type Reply = tokio::sync::oneshot::Sender<Outcome>;
+
+impl Job {
+    /// A message from Kafka (or a one-shot command): its outcome flows on to the post stage.
+    pub fn new(origin: Origin, msg: CustomerMessage) -> Job {
+        Job {
+            origin,
+            msg,
+            reply: None,
+        }
+    }
 }
 
 /// A tokenized message waiting for a batch.
@@ -132,7 +149,7 @@ impl Inlet {
         decoded: Result<CustomerMessage, crate::decode::DecodeError>,
     ) -> bool {
         match decoded {
-            Ok(msg) => self.jobs.send(Job { origin, msg }).is_ok(),
+            Ok(msg) => self.jobs.send(Job::new(origin, msg)).is_ok(),
             Err(e) => self.dead.blocking_send(dead_letter(origin, &e)).is_ok(),
         }
     }
@@ -145,7 +162,7 @@ impl Inlet {
         decoded: Result<CustomerMessage, crate::decode::DecodeError>,
     ) -> Submit {
         match decoded {
-            Ok(msg) => match self.jobs.try_send(Job { origin, msg }) {
+            Ok(msg) => match self.jobs.try_send(Job::new(origin, msg)) {
                 Ok(()) => Submit::Sent,
                 Err(crossbeam_channel::TrySendError::Full(job)) => {
                     Submit::Full(Box::new((job.origin, Ok(job.msg))))

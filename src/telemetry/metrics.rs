@@ -39,6 +39,8 @@ pub struct Metrics {
     pub in_flight_bytes: IntGauge,
     pub webhook_notifications: IntCounterVec,
     pub webhook_retries: IntCounter,
+    pub api_requests: IntCounterVec,
+    pub api_request_seconds: HistogramVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -211,6 +213,19 @@ impl Metrics {
             webhook_retries: reg!(IntCounter::new(
                 "webhook_retries_total",
                 "Escalation webhook POSTs retried after a transport error, 408, 429 or 5xx."
+            )),
+            api_requests: reg!(counter(
+                "api_requests_total",
+                "HTTP API requests answered, by route and status code.",
+                &["route", "status"]
+            )),
+            api_request_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "api_request_seconds",
+                    "HTTP API request latency (receipt to response), by route."
+                )
+                .buckets(latency_buckets()),
+                &["route"]
             )),
             registry,
         }

@@ -23,4 +23,10 @@ if [[ -x deploy/validate.sh ]]; then
   deploy/validate.sh
 fi
 
-cargo test --locked --all-targets "$@"
+# Every target unless the arguments pick some (`--test X`, `--lib`, ...): cargo runs all of them when
+# --all-targets comes with a selection.
+targets=(--all-targets)
+for arg in "$@"; do
+  case $arg in --lib | --bins | --bin | --bin=* | --test | --test=* | --tests | --bench | --benches | --examples | --doc) targets=() ;; esac
+done
+cargo test --locked "${targets[@]}" "$@"

@@ -141,6 +141,10 @@ impl Api {
                     tracing::error!(kind = dl.kind, reason = %dl.reason, "API message failed");
                     return Err(ApiError::Failed(dl.reason));
                 }
+                // Only an input mapping skips records, and API messages are not mapped.
+                Ok(Outcome::Skipped(_)) => {
+                    return Err(ApiError::Failed("message skipped: bug".into()));
+                }
                 // The model thread stopped (a fatal inference failure, or shutdown).
                 Err(_) => return Err(ApiError::Unavailable("the model stopped")),
             }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use crate::config::{ClassifyConfig, Format};
 use crate::decode::{Decoder, Limits};
 use crate::model::Model;
-use crate::pipeline::{self, Enricher, Origin};
+use crate::pipeline::{self, Enricher, Origin, Unscored};
 use crate::schema::SchemaRegistry;
 use crate::telemetry::trace::MessageTrace;
 
@@ -70,9 +70,12 @@ pub async fn run(cfg: ClassifyConfig) -> anyhow::Result<usize> {
                 serde_json::to_writer(&mut out, &e.emotion)?;
                 out.write_all(b"\n")?;
             }
-            Err(dl) => {
+            Err(Unscored::DeadLetter(dl)) => {
                 failed += 1;
                 eprintln!("line {}: {} ({})", p.origin.offset, dl.reason, dl.kind);
+            }
+            Err(Unscored::Skipped(reason)) => {
+                eprintln!("line {}: skipped ({})", p.origin.offset, reason.as_str());
             }
         }
     }

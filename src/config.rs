@@ -481,6 +481,11 @@ pub struct RunConfig {
     /// Per-topic input format overrides, comma-separated `topic=json|avro`.
     #[arg(long, env = "MOODSTREAM_TOPIC_FORMATS", value_delimiter = ',', value_parser = parse_key_value)]
     pub topic_formats: Vec<(String, String)>,
+    /// Input mappings (YAML): per input topic, how its records become customer messages
+    /// (a preset — debezium, zendesk, salesforce, intercom — and/or field paths, value maps,
+    /// time formats and skip rules). Topics without one are read as our contract.
+    #[arg(long, env = "MOODSTREAM_INPUT_MAPPING")]
+    pub input_mapping: Option<PathBuf>,
     /// Output value format for emotions, replies and escalations.
     #[arg(
         long,

@@ -8,7 +8,14 @@
 //!
 //! A Schema Registry failure is no verdict on the record: [`DecodeError::is_transient`] tells
 //! the source to retry it, never to dead-letter it.
+//!
+//! A topic with an input mapping (`mapping`) is read as JSON (or Avro with its writer schema,
+//! as a JSON-like value) and mapped to the contract; the mapping may also skip a record on
+//! purpose ([`DecodeError::Skipped`]): no output, offset committed, never dead-lettered.
 
+pub mod mapping;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use apache_avro::Schema;
@@ -16,6 +23,7 @@ use apache_avro::Schema;
 use crate::config::Format;
 use crate::message::CustomerMessage;
 use crate::schema::{SchemaRegistry, contract, contracts};
+use mapping::{Mapped, Mapping, MappingError, SkipReason};
 
 /// Why a record could not become a [`CustomerMessage`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -38,6 +46,13 @@ pub enum DecodeError {
     Avro(String),
     #[error("field `{0}` must not be empty")]
     EmptyField(&'static str),
+    /// The topic's input mapping cannot read the record (names the path, never the value).
+    #[error("input mapping: {0}")]
+    Unmapped(MappingError),
+    /// Not an error: the topic's input mapping skips this record on purpose (an agent reply,
+    /// a delete, ...). It produces no output and its offset is committed.
+    #[error("skipped by the input mapping ({})", .0.as_str())]
+    Skipped(SkipReason),
 }
 
 impl DecodeError {
@@ -52,6 +67,8 @@ impl DecodeError {
             DecodeError::Registry(_) => "schema_registry_unavailable",
             DecodeError::Avro(_) => "malformed_avro",
             DecodeError::EmptyField(_) => "invalid_field",
+            DecodeError::Unmapped(_) => "unmapped",
+            DecodeError::Skipped(_) => "skipped",
         }
     }
 
@@ -109,6 +126,8 @@ pub struct Decoder {
     limits: Limits,
     registry: Arc<SchemaRegistry>,
     reader_schema: Arc<Schema>,
+    /// Input mappings by topic; a topic without one is read as the contract.
+    mappings: Arc<BTreeMap<String, Mapping>>,
 }
 
 impl Decoder {
@@ -129,33 +148,95 @@ impl Decoder {
             limits,
             registry,
             reader_schema,
+            mappings: Arc::default(),
         }
     }
 
+    /// With input mappings by topic (`--input-mapping`).
+    pub fn with_mappings(mut self, mappings: BTreeMap<String, Mapping>) -> Decoder {
+        self.mappings = Arc::new(mappings);
+        self
+    }
+
+    /// Decodes a record of `topic`, through its input mapping if it has one.
+    pub fn decode_from(
+        &self,
+        topic: &str,
+        value: Option<&[u8]>,
+        format: Format,
+    ) -> Result<CustomerMessage, DecodeError> {
+        self.decode_with(self.mappings.get(topic), value, format)
+    }
+
+    /// Decodes a record in our contract (no input mapping).
     pub fn decode(
         &self,
         value: Option<&[u8]>,
         format: Format,
     ) -> Result<CustomerMessage, DecodeError> {
-        let bytes = value.ok_or(DecodeError::NoValue)?;
+        self.decode_with(None, value, format)
+    }
+
+    /// Decodes a record, through `mapping` when given.
+    pub fn decode_with(
+        &self,
+        mapping: Option<&Mapping>,
+        value: Option<&[u8]>,
+        format: Format,
+    ) -> Result<CustomerMessage, DecodeError> {
+        let bytes = match (value, mapping) {
+            (Some(bytes), _) => bytes,
+            (None, Some(m)) if m.skips_tombstones() => {
+                return Err(DecodeError::Skipped(SkipReason::Delete));
+            }
+            (None, _) => return Err(DecodeError::NoValue),
+        };
         if bytes.len() > self.limits.max_message_bytes {
             return Err(DecodeError::Oversized {
                 size: bytes.len(),
                 max: self.limits.max_message_bytes,
             });
         }
-        let msg = match format {
-            Format::Json => decode_json(bytes)?,
-            Format::Avro => self.decode_avro(bytes)?,
+        let msg = match (format, mapping) {
+            (Format::Json, None) => decode_json(bytes)?,
+            (Format::Avro, None) => self.decode_avro(bytes)?,
+            (format, Some(m)) => {
+                let record = match format {
+                    Format::Json => serde_json::from_slice(bytes)
+                        .map_err(|e| DecodeError::Json(JsonErrorAt::from(&e)))?,
+                    Format::Avro => self.avro_as_json(bytes)?,
+                };
+                match m.apply(&record).map_err(DecodeError::Unmapped)? {
+                    Mapped::Message(msg) => *msg,
+                    Mapped::Skipped(reason) => return Err(DecodeError::Skipped(reason)),
+                }
+            }
         };
         validate(msg, self.limits)
     }
 
+    /// An Avro record of any writer schema as a JSON value, for an input mapping.
+    fn avro_as_json(&self, bytes: &[u8]) -> Result<serde_json::Value, DecodeError> {
+        let value = self.read_avro(bytes, None)?;
+        serde_json::Value::try_from(value).map_err(|_| DecodeError::Avro(AVRO_JSON.into()))
+    }
+
     fn decode_avro(&self, bytes: &[u8]) -> Result<CustomerMessage, DecodeError> {
+        let value = self.read_avro(bytes, Some(&self.reader_schema))?;
+        apache_avro::from_value::<CustomerMessage>(&value)
+            .map_err(|_| DecodeError::Avro(AVRO_CONTRACT.into()))
+    }
+
+    /// Reads one wire-format datum with its writer schema, resolved to `reader` if given.
+    fn read_avro(
+        &self,
+        bytes: &[u8],
+        reader: Option<&Schema>,
+    ) -> Result<apache_avro::types::Value, DecodeError> {
         let (id, mut body) = split_wire_format(bytes)?;
         let writer = self.writer_schema(id)?;
         let value = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
-            .reader_schema(&self.reader_schema)
+            .maybe_reader_schema(reader)
             .build()
             .and_then(|r| r.read_value(&mut body))
             .map_err(|_| DecodeError::Avro(AVRO_DATUM.into()))?;
@@ -165,8 +246,7 @@ impl Decoder {
                 body.len()
             )));
         }
-        apache_avro::from_value::<CustomerMessage>(&value)
-            .map_err(|_| DecodeError::Avro(AVRO_CONTRACT.into()))
+        Ok(value)
     }
 
     fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, DecodeError> {
@@ -206,6 +286,7 @@ fn decode_json(bytes: &[u8]) -> Result<CustomerMessage, DecodeError> {
 // a fixed sentence per stage instead.
 const AVRO_DATUM: &str = "the datum does not match its writer schema";
 const AVRO_CONTRACT: &str = "the record does not fit the customer message contract";
+const AVRO_JSON: &str = "the record has a value with no JSON form (a non-finite float)";
 
 fn validate(msg: CustomerMessage, limits: Limits) -> Result<CustomerMessage, DecodeError> {
     for (name, value) in [
@@ -341,5 +422,124 @@ mod tests {
                 .kind(),
             "malformed_avro"
         );
+    }
+}
+
+#[cfg(test)]
+mod mapping_tests {
+    use super::*;
+    use mapping::Preset;
+
+    fn decoder() -> Decoder {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let registry = Arc::new(SchemaRegistry::local(&dir).expect("local registry"));
+        let limits = Limits {
+            max_message_bytes: 64 * 1024,
+            max_text_chars: 1000,
+        };
+        let mappings = [("cdc".to_string(), Mapping::preset(Preset::Debezium))].into();
+        Decoder::new(limits, registry).with_mappings(mappings)
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/mapping")
+            .join(name);
+        std::fs::read(path).expect("fixture")
+    }
+
+    #[test]
+    fn mapped_topics_use_their_mapping_and_others_the_contract() {
+        let d = decoder();
+        let record = fixture("debezium_create.json");
+        let msg = d
+            .decode_from("cdc", Some(&record), Format::Json)
+            .expect("maps");
+        assert_eq!(msg.message_id, "msg-1001");
+        // The same record on an unmapped topic is not our contract.
+        assert_eq!(
+            d.decode_from("other", Some(&record), Format::Json)
+                .unwrap_err()
+                .kind(),
+            "malformed_json"
+        );
+    }
+
+    #[test]
+    fn skips_deletes_and_tombstones_and_dead_letters_unreadable_records() {
+        let d = decoder();
+        let delete = fixture("debezium_delete.json");
+        assert_eq!(
+            d.decode_from("cdc", Some(&delete), Format::Json),
+            Err(DecodeError::Skipped(SkipReason::Delete))
+        );
+        assert_eq!(
+            d.decode_from("cdc", None, Format::Json),
+            Err(DecodeError::Skipped(SkipReason::Delete))
+        );
+        let unreadable = br#"{"op":"c","after":{"id":"m9","conversation_id":"c","customer_id":"u","created_at":1,"note":"private words"}}"#;
+        let err = d
+            .decode_from("cdc", Some(unreadable), Format::Json)
+            .unwrap_err();
+        assert_eq!(err.kind(), "unmapped");
+        assert_eq!(
+            err.to_string(),
+            "input mapping: missing field /after/body (for text)"
+        );
+        assert_eq!(
+            d.decode_from("cdc", Some(b"not json"), Format::Json)
+                .unwrap_err()
+                .kind(),
+            "malformed_json"
+        );
+        // The contract's checks still apply after mapping.
+        let empty = String::from_utf8(fixture("debezium_create.json"))
+            .expect("utf-8")
+            .replace(
+                "My package never arrived and nobody answers my emails.",
+                " ",
+            );
+        assert_eq!(
+            d.decode_from("cdc", Some(empty.as_bytes()), Format::Json),
+            Err(DecodeError::EmptyField("text"))
+        );
+    }
+
+    #[test]
+    fn maps_avro_records_of_any_writer_schema() {
+        // Our own contract's schema (id 1) stands in for a foreign one: the mapping reads it
+        // as a JSON-like value.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+        let registry = Arc::new(SchemaRegistry::local(&dir).expect("local registry"));
+        let yaml = "topics:\n  t:\n    fields:\n      message_id: /message_id\n      conversation_id: /conversation_id\n      customer_id: /customer_id\n      channel: {path: /channel, map: {chat: web-chat}}\n      text: /text\n      sent_at: /sent_at\n";
+        let mappings = mapping::parse(yaml, &["t".to_string()]).expect("valid");
+        let d = Decoder::new(
+            Limits {
+                max_message_bytes: 4096,
+                max_text_chars: 100,
+            },
+            registry,
+        )
+        .with_mappings(mappings);
+        let msg = CustomerMessage {
+            message_id: "m1".into(),
+            conversation_id: "c1".into(),
+            customer_id: "u1".into(),
+            tenant_id: Some("t1".into()),
+            channel: "chat".into(),
+            text: "Where is my order?".into(),
+            subject: None,
+            language: None,
+            sent_at: 1_700_000_000_000,
+            customer_name: None,
+            metadata: Default::default(),
+        };
+        let bytes = crate::schema::encode_avro(&d.reader_schema, 1, &msg).expect("encodes");
+        let mapped = d
+            .decode_from("t", Some(&bytes), Format::Avro)
+            .expect("maps");
+        assert_eq!(mapped.channel, "web-chat");
+        assert_eq!(mapped.sent_at, msg.sent_at);
+        assert_eq!(mapped.tenant_id, None, "not mapped");
     }
 }

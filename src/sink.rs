@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Format, KafkaConfig, RunConfig};
 use crate::offsets::OffsetTracker;
-use crate::pipeline::{Origin, Processed};
+use crate::pipeline::{Origin, Processed, Unscored};
 use crate::reply::ReplyDrafter;
 use crate::retry::Backoff;
 use crate::schema::{SchemaError, SchemaRegistry, contract, contracts};
@@ -495,7 +495,17 @@ impl Sink {
         let trace_headers = || p.origin.trace.inject(OwnedHeaders::new());
         let enriched = match &p.result {
             Ok(e) => e,
-            Err(dl) => return Ok(vec![self.dead_letter(&p.origin, dl.kind, &dl.reason)]),
+            Err(Unscored::DeadLetter(dl)) => {
+                return Ok(vec![self.dead_letter(&p.origin, dl.kind, &dl.reason)]);
+            }
+            // No outputs: the record completes (and its offset is stored) at once.
+            Err(Unscored::Skipped(reason)) => {
+                metrics()
+                    .skipped
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
+                return Ok(Vec::new());
+            }
         };
         let key = Some(enriched.msg.conversation_id.as_bytes().to_vec());
         let mut out = Vec::with_capacity(2 + enriched.escalations.len());

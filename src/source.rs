@@ -526,7 +526,8 @@ impl Poller {
         // one of its partition is decoded when its turn comes (an oversized one at once: its
         // bytes are not kept).
         let oversized = size > self.max_message_bytes;
-        let decoded = (!behind || oversized).then(|| self.decoder.decode(record.payload(), format));
+        let decoded = (!behind || oversized)
+            .then(|| self.decoder.decode_from(&topic, record.payload(), format));
         let origin = Origin {
             topic,
             partition,
@@ -669,7 +670,11 @@ impl Poller {
                     continue;
                 }
                 let h = &self.held[i];
-                let d = self.decoder.decode(h.origin.payload.as_deref(), h.format);
+                let d = self.decoder.decode_from(
+                    &h.origin.topic,
+                    h.origin.payload.as_deref(),
+                    h.format,
+                );
                 match d {
                     Err(e) if e.is_transient() => {
                         let mut h = self.held.remove(i).expect("index in range: bug");

@@ -27,6 +27,15 @@ use crate::{http, source, webhook};
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     telemetry::init_logging(&cfg.telemetry);
     cfg.validate()?;
+    // Before the model loads: a mapping mistake is a configuration error, reported at once.
+    let mappings = match &cfg.input_mapping {
+        Some(path) => crate::decode::mapping::load(path, &cfg.topics)
+            .with_context(|| format!("input mapping {}", path.display()))?,
+        None => Default::default(),
+    };
+    for topic in mappings.keys() {
+        tracing::info!(topic = %topic, "input mapping configured");
+    }
     let tracer = telemetry::trace::init();
     let health = Arc::new(Health::default());
 
@@ -61,7 +70,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         max_message_bytes: cfg.max_message_bytes,
         max_text_chars: cfg.max_text_chars,
     };
-    let decoder = Decoder::new(limits, registry.clone());
+    let decoder = Decoder::new(limits, registry.clone()).with_mappings(mappings);
     let encoder =
         OutputEncoder::new(cfg.output_format, registry).with_retry_timeout(cfg.retry_timeout());
     let drafter = match (&cfg.reply_config, cfg.disable_replies) {

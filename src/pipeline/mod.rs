@@ -30,6 +30,8 @@ use tokio::sync::mpsc;
 
 use crate::batcher::{self, Tokens};
 use crate::config::ModelConfig;
+use crate::decode::DecodeError;
+use crate::decode::mapping::SkipReason;
 use crate::message::CustomerMessage;
 use crate::model::{Encoded, Model, Scored};
 use crate::telemetry::trace::MessageTrace;
@@ -104,6 +106,14 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+/// Why a record has no emotion result: it goes to the dead-letter topic, or the topic's input
+/// mapping skipped it on purpose (no output at all; its offset is committed all the same).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unscored {
+    DeadLetter(DeadLetter),
+    Skipped(SkipReason),
+}
+
 /// The model's verdict on one record, or why it has none.
 #[derive(Debug)]
 pub enum Outcome {
@@ -113,6 +123,7 @@ pub enum Outcome {
         language: String,
     },
     DeadLetter(DeadLetter),
+    Skipped(SkipReason),
 }
 
 #[derive(Debug)]
@@ -180,18 +191,21 @@ impl Inlet {
     }
 }
 
-fn dead_letter(origin: Origin, e: &crate::decode::DecodeError) -> Classified {
+/// A record that skips the model: a decode error goes to the dead-letter topic, a record the
+/// input mapping skips goes on with no output (so its offset follows its predecessors').
+fn dead_letter(origin: Origin, e: &DecodeError) -> Classified {
     debug_assert!(
         !e.is_transient(),
         "a registry failure is retried, never dead-lettered"
     );
-    Classified {
-        origin,
-        outcome: Outcome::DeadLetter(DeadLetter {
+    let outcome = match e {
+        DecodeError::Skipped(reason) => Outcome::Skipped(*reason),
+        e => Outcome::DeadLetter(DeadLetter {
             kind: e.kind(),
             reason: e.to_string(),
         }),
-    }
+    };
+    Classified { origin, outcome }
 }
 
 /// The stages, wired: the inlet, the processed messages, the active provider.

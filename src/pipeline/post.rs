@@ -17,7 +17,7 @@ use crate::model::Scored;
 use crate::reply::{DraftReply, ReplyDrafter};
 use crate::telemetry::metrics;
 
-use super::{Classified, DeadLetter, Origin, Outcome, draft};
+use super::{Classified, Origin, Outcome, Unscored, draft};
 
 /// What the post stage adds to a classified message.
 pub struct Enricher {
@@ -28,11 +28,11 @@ pub struct Enricher {
     pub model_version: String,
 }
 
-/// A message ready for the sink: its outputs, or the reason it goes to the dead-letter topic.
+/// A message ready for the sink: its outputs, or why it has none (dead letter or skipped).
 #[derive(Debug)]
 pub struct Processed {
     pub origin: Origin,
-    pub result: Result<Enriched, DeadLetter>,
+    pub result: Result<Enriched, Unscored>,
 }
 
 #[derive(Debug)]
@@ -91,14 +91,14 @@ const MAX_ROUND: usize = 256;
 /// A message after escalation, waiting for its reply draft.
 struct Escalated {
     origin: Origin,
-    result: Result<Labelled, DeadLetter>,
+    result: Result<Labelled, Unscored>,
     observation: Option<Observation>,
 }
 
 impl Enricher {
     /// Runs escalation for a round of messages at once (one Redis round trip), in order.
     async fn escalate(&self, round: Vec<Classified>) -> Vec<Escalated> {
-        let round: Vec<(Origin, Result<Labelled, DeadLetter>)> = round
+        let round: Vec<(Origin, Result<Labelled, Unscored>)> = round
             .into_iter()
             .map(|Classified { origin, outcome }| {
                 let result = match outcome {
@@ -115,7 +115,8 @@ impl Enricher {
                             emotion_result(&msg, &scored, language, &origin, &self.model_version);
                         Ok((msg, emotion))
                     }
-                    Outcome::DeadLetter(dl) => Err(dl),
+                    Outcome::DeadLetter(dl) => Err(Unscored::DeadLetter(dl)),
+                    Outcome::Skipped(reason) => Err(Unscored::Skipped(reason)),
                 };
                 (origin, result)
             })
@@ -250,6 +251,7 @@ mod tests {
     use super::*;
     use crate::escalation::{EscalationConfig, ManualClock, testkit};
     use crate::message::Emotion;
+    use crate::pipeline::DeadLetter;
     use crate::telemetry::trace::MessageTrace;
 
     const T0: i64 = 1_700_000_000_000;

@@ -13,6 +13,7 @@ pub struct Metrics {
     pub consumed: IntCounterVec,
     pub produced: IntCounterVec,
     pub dead_letters: IntCounterVec,
+    pub skipped: IntCounterVec,
     pub producer_errors: IntCounterVec,
     pub emotions: IntCounterVec,
     pub escalations: IntCounterVec,
@@ -80,6 +81,12 @@ impl Metrics {
             dead_letters: reg!(counter(
                 "dead_letters_total",
                 "Records sent to the dead-letter topic, by reason.",
+                &["reason"]
+            )),
+            skipped: reg!(counter(
+                "skipped_total",
+                "Records the input mapping skipped on purpose (no output, offset committed), by \
+                 reason (delete, update, agent, internal, system, filtered).",
                 &["reason"]
             )),
             producer_errors: reg!(counter(

@@ -116,6 +116,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* Name of the ConfigMap carrying input-mapping.yaml, empty when there is no input mapping. */}}
+{{- define "moodstream.inputMappingConfigMap" -}}
+{{- if .Values.inputMapping.existingConfigMap }}
+{{- .Values.inputMapping.existingConfigMap }}
+{{- else if .Values.inputMapping.mapping }}
+{{- printf "%s-input-mapping" (include "moodstream.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{/* KEDA's name for the SASL mechanism. */}}
 {{- define "moodstream.kedaSasl" -}}
 {{- get (dict "PLAIN" "plaintext" "SCRAM-SHA-256" "scram_sha256" "SCRAM-SHA-512" "scram_sha512") .Values.kafka.sasl.mechanism }}

@@ -22,6 +22,13 @@ pub enum SchemaError {
     Registry(String),
     #[error("no schema registered locally for {0}")]
     NotRegistered(String),
+    #[error(
+        "subject {0} has no such schema registered, and auto-register is off \
+         (register it, or set --schema-registry-auto-register true)"
+    )]
+    SubjectNotRegistered(String),
+    #[error("cannot use the Schema Registry CA file {path}: {reason}")]
+    Tls { path: PathBuf, reason: String },
     #[error("cannot encode as Avro: {0}")]
     Encode(String),
 }
@@ -108,11 +115,59 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// How the client of a remote registry connects and registers.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    pub credentials: Option<Credentials>,
+    /// PEM CA certificate(s): the only roots trusted for the registry's TLS certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Register output schemas (else only look them up under their subject).
+    pub auto_register: bool,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            credentials: None,
+            ca_file: None,
+            auto_register: true,
+        }
+    }
+}
+
+/// A rustls client config that trusts exactly the certificates in the PEM file `path`.
+fn tls_config(path: &Path) -> Result<Arc<rustls::ClientConfig>, SchemaError> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
+    let err = |reason: String| SchemaError::Tls {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate in it".into()));
+    }
+    for cert in certs {
+        roots.add(cert).map_err(|e| err(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The client of a remote registry: caches answers (schemas for good, unknown ids briefly).
 pub struct Remote {
     /// Without userinfo: errors quote it.
     url: String,
     authorization: Option<String>,
+    auto_register: bool,
     agent: ureq::Agent,
     by_id: Mutex<HashMap<u32, Arc<Schema>>>,
     by_subject: Mutex<HashMap<String, u32>>,
@@ -230,6 +285,15 @@ impl Remote {
         struct Body {
             id: u32,
         }
+        if !self.auto_register {
+            let id = self.registered_id(&subject, schema)?;
+            self.by_subject
+                .lock()
+                .expect("registry cache poisoned: bug")
+                .insert(subject, id);
+            return Ok(id);
+        }
+        // Registering an already registered schema returns its id.
         let body: Body = self
             .post(&format!("/subjects/{subject}/versions"))
             .set("Content-Type", "application/vnd.schemaregistry.v1+json")
@@ -242,6 +306,40 @@ impl Remote {
             .expect("registry cache poisoned: bug")
             .insert(subject, body.id);
         Ok(body.id)
+    }
+}
+
+impl Remote {
+    /// With auto-register off: the id of the newest version under `subject` whose schema has
+    /// the same Avro canonical form as `schema`. Compared here, not by the registry's lookup
+    /// (`POST /subjects/{subject}`), which some registries (Apicurio) match on the exact text.
+    fn registered_id(&self, subject: &str, schema: &Schema) -> Result<u32, SchemaError> {
+        #[derive(serde::Deserialize)]
+        struct Version {
+            id: u32,
+            schema: String,
+        }
+        let versions: Vec<u32> = match self.get(&format!("/subjects/{subject}/versions")).call() {
+            Ok(resp) => resp.into_json().map_err(|e| self.failed(e))?,
+            Err(ureq::Error::Status(404, _)) => {
+                return Err(SchemaError::SubjectNotRegistered(subject.to_string()));
+            }
+            Err(e) => return Err(self.failed(e)),
+        };
+        let ours = schema.canonical_form();
+        for v in versions.iter().rev() {
+            let version: Version = self
+                .get(&format!("/subjects/{subject}/versions/{v}"))
+                .call()
+                .map_err(|e| self.failed(e))?
+                .into_json()
+                .map_err(|e| self.failed(e))?;
+            // A version that is not Avro (or not valid) is simply not ours.
+            if Schema::parse_str(&version.schema).is_ok_and(|s| s.canonical_form() == ours) {
+                return Ok(version.id);
+            }
+        }
+        Err(SchemaError::SubjectNotRegistered(subject.to_string()))
     }
 }
 
@@ -351,26 +449,42 @@ impl SchemaRegistry {
     /// userinfo (kept for compatibility); either way the URL is stored, and quoted in errors,
     /// without them. Requests time out after 5 s (2 s to connect).
     pub fn remote(url: &str, credentials: Option<Credentials>) -> SchemaRegistry {
+        Self::remote_with(
+            url,
+            RemoteOptions {
+                credentials,
+                ..RemoteOptions::default()
+            },
+        )
+        .expect("no CA file to read: infallible")
+    }
+
+    /// As [`SchemaRegistry::remote`], with a CA file and the auto-register switch. Fails only
+    /// on an unreadable or invalid CA file.
+    pub fn remote_with(url: &str, opts: RemoteOptions) -> Result<SchemaRegistry, SchemaError> {
         let (url, from_url) = split_userinfo(url);
-        let authorization = credentials.or(from_url).map(|c| {
+        let authorization = opts.credentials.or(from_url).map(|c| {
             format!(
                 "Basic {}",
                 base64(format!("{}:{}", c.username, c.password).as_bytes())
             )
         });
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .build();
-        SchemaRegistry::Remote(Remote {
+            .timeout(Duration::from_secs(5));
+        if let Some(path) = &opts.ca_file {
+            agent = agent.tls_config(tls_config(path)?);
+        }
+        Ok(SchemaRegistry::Remote(Remote {
             url: url.trim_end_matches('/').to_string(),
             authorization,
-            agent,
+            auto_register: opts.auto_register,
+            agent: agent.build(),
             by_id: Mutex::default(),
             by_subject: Mutex::default(),
             unknown: Mutex::default(),
             failed_until: Mutex::default(),
-        })
+        }))
     }
 
     /// The writer schema for `id`. Blocking (HTTP on a cache miss): call off the async runtime.

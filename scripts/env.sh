@@ -14,6 +14,12 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-${MOODSTREAM_ORT_DYLIB_PATH:-$MOODSTREAM
 # The local stack (deploy/local/stack.sh).
 export MOODSTREAM_BROKERS=localhost:${KAFKA_PORT:-9092}
 export MOODSTREAM_REDIS_URL=redis://127.0.0.1:${REDIS_PORT:-6379}
+# The local Schema Registry (stack.sh with MOODSTREAM_REGISTRY=1): HTTP and HTTPS base URLs of its
+# Confluent-compatible API, its basic-auth user; its password file and CA (ca.pem) are in the dir.
+export MOODSTREAM_REGISTRY_DIR=${MOODSTREAM_REGISTRY_DIR:-${MOODSTREAM_RUN_DIR:-$MOODSTREAM_CACHE/run}/registry}
+export MOODSTREAM_REGISTRY_USER=${MOODSTREAM_REGISTRY_USER:-moodstream}
+export MOODSTREAM_REGISTRY_HTTP=http://127.0.0.1:${SCHEMA_REGISTRY_PORT:-$((${KAFKA_PORT:-9092} + 10))}/apis/ccompat/v7
+export MOODSTREAM_REGISTRY_HTTPS=https://localhost:${SCHEMA_REGISTRY_TLS_PORT:-$((${KAFKA_PORT:-9092} + 11))}/apis/ccompat/v7
 
 # Installs the named Debian packages that dpkg does not already have (fast no-op when all are there).
 moodstream_apt_ensure() {

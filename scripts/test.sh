@@ -16,7 +16,8 @@ if [[ ${MOODSTREAM_KEEP_STACK:-0} != 1 ]]; then
   # Set before `up` so a half-started stack is stopped too; the script's exit status is kept.
   trap 'deploy/local/stack.sh down' EXIT
 fi
-deploy/local/stack.sh up
+# The integration tests need every service, the Schema Registry included.
+MOODSTREAM_REGISTRY=1 deploy/local/stack.sh up
 
 # Static checks of the deployment files; written separately, optional here.
 if [[ -x deploy/validate.sh ]]; then

@@ -509,6 +509,19 @@ pub struct RunConfig {
         hide_env_values = true
     )]
     pub schema_registry_password: Option<String>,
+    /// PEM file of the CA certificate(s) that sign the Schema Registry's TLS certificate; with it
+    /// these are the only trusted roots for the registry (the built-in web roots otherwise).
+    #[arg(long, env = "MOODSTREAM_SCHEMA_REGISTRY_CA")]
+    pub schema_registry_ca: Option<PathBuf>,
+    /// Register the output schemas under `<topic>-value` at startup (`auto.register` on). Off:
+    /// they must already be registered there; one missing stops the worker at startup.
+    #[arg(
+        long,
+        env = "MOODSTREAM_SCHEMA_REGISTRY_AUTO_REGISTER",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub schema_registry_auto_register: bool,
     /// Directory holding the .avsc files and registry.json.
     #[arg(long, env = "MOODSTREAM_SCHEMA_DIR", default_value = "schemas")]
     pub schema_dir: PathBuf,

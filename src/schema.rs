@@ -22,6 +22,13 @@ pub enum SchemaError {
     Registry(String),
     #[error("no schema registered locally for {0}")]
     NotRegistered(String),
+    #[error(
+        "subject {0} has no such schema registered, and auto-register is off \
+         (register it, or set --schema-registry-auto-register true)"
+    )]
+    SubjectNotRegistered(String),
+    #[error("cannot use the Schema Registry CA file {path}: {reason}")]
+    Tls { path: PathBuf, reason: String },
     #[error("cannot encode as Avro: {0}")]
     Encode(String),
 }
@@ -108,11 +115,48 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+/// How the client of a remote registry connects and registers.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    pub credentials: Option<Credentials>,
+    /// PEM CA certificate(s): the only roots trusted for the registry's TLS certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Register output schemas (else only look them up under their subject).
+    pub auto_register: bool,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            credentials: None,
+            ca_file: None,
+            auto_register: true,
+        }
+    }
+}
+
+/// The certificates of the PEM file `path`: the only roots trusted for the registry's TLS.
+fn ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>, SchemaError> {
+    let err = |reason: String| SchemaError::Tls {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
 /// The client of a remote registry: caches answers (schemas for good, unknown ids briefly).
 pub struct Remote {
     /// Without userinfo: errors quote it.
     url: String,
     credentials: Option<Credentials>,
+    auto_register: bool,
+    /// `--schema-registry-ca`: trusted instead of the system's CA store.
+    ca: Option<Vec<reqwest::Certificate>>,
     /// Built on first use: reqwest's blocking client must not be built on an async task,
     /// and lookups already run off the runtime.
     client: OnceLock<reqwest::blocking::Client>,
@@ -123,18 +167,20 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Requests time out after 5 s (2 s to connect); HTTPS is verified against the system's
-    /// CA store.
+    /// Requests time out after 5 s (2 s to connect); HTTPS is verified against the given CA
+    /// certificates, else the system's CA store.
     fn client(&self) -> Result<&reqwest::blocking::Client, SchemaError> {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
         crate::telemetry::install_tls_provider();
-        let client = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| self.failed(e))?;
+            .timeout(Duration::from_secs(5));
+        if let Some(ca) = &self.ca {
+            builder = builder.tls_certs_only(ca.iter().cloned());
+        }
+        let client = builder.build().map_err(|e| self.failed(e))?;
         Ok(self.client.get_or_init(|| client))
     }
 
@@ -252,6 +298,15 @@ impl Remote {
         struct Body {
             id: u32,
         }
+        if !self.auto_register {
+            let id = self.registered_id(&subject, schema)?;
+            self.by_subject
+                .lock()
+                .expect("registry cache poisoned: bug")
+                .insert(subject, id);
+            return Ok(id);
+        }
+        // Registering an already registered schema returns its id.
         let body: Body = self
             .request(
                 reqwest::Method::POST,
@@ -271,6 +326,50 @@ impl Remote {
             .expect("registry cache poisoned: bug")
             .insert(subject, body.id);
         Ok(body.id)
+    }
+}
+
+impl Remote {
+    /// With auto-register off: the id of the newest version under `subject` whose schema has
+    /// the same Avro canonical form as `schema`. Compared here, not by the registry's lookup
+    /// (`POST /subjects/{subject}`), which some registries (Apicurio) match on the exact text.
+    fn registered_id(&self, subject: &str, schema: &Schema) -> Result<u32, SchemaError> {
+        #[derive(serde::Deserialize)]
+        struct Version {
+            id: u32,
+            schema: String,
+        }
+        let resp = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/subjects/{subject}/versions"),
+            )?
+            .send()
+            .map_err(|e| self.failed(e))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(SchemaError::SubjectNotRegistered(subject.to_string()));
+        }
+        let versions: Vec<u32> = resp
+            .error_for_status()
+            .and_then(|resp| resp.json())
+            .map_err(|e| self.failed(e))?;
+        let ours = schema.canonical_form();
+        for v in versions.iter().rev() {
+            let version: Version = self
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/subjects/{subject}/versions/{v}"),
+                )?
+                .send()
+                .and_then(|resp| resp.error_for_status())
+                .and_then(|resp| resp.json())
+                .map_err(|e| self.failed(e))?;
+            // A version that is not Avro (or not valid) is simply not ours.
+            if Schema::parse_str(&version.schema).is_ok_and(|s| s.canonical_form() == ours) {
+                return Ok(version.id);
+            }
+        }
+        Err(SchemaError::SubjectNotRegistered(subject.to_string()))
     }
 }
 
@@ -358,16 +457,32 @@ impl SchemaRegistry {
     /// userinfo (kept for compatibility); either way the URL is stored, and quoted in errors,
     /// without them. Requests time out after 5 s (2 s to connect).
     pub fn remote(url: &str, credentials: Option<Credentials>) -> SchemaRegistry {
+        Self::remote_with(
+            url,
+            RemoteOptions {
+                credentials,
+                ..RemoteOptions::default()
+            },
+        )
+        .expect("no CA file to read: infallible")
+    }
+
+    /// As [`SchemaRegistry::remote`], with a CA file and the auto-register switch. Fails only
+    /// on an unreadable or invalid CA file.
+    pub fn remote_with(url: &str, opts: RemoteOptions) -> Result<SchemaRegistry, SchemaError> {
         let (url, from_url) = split_userinfo(url);
-        SchemaRegistry::Remote(Box::new(Remote {
+        let ca = opts.ca_file.as_deref().map(ca_certificates).transpose()?;
+        Ok(SchemaRegistry::Remote(Box::new(Remote {
             url: url.trim_end_matches('/').to_string(),
-            credentials: credentials.or(from_url),
+            credentials: opts.credentials.or(from_url),
+            auto_register: opts.auto_register,
+            ca,
             client: OnceLock::new(),
             by_id: Mutex::default(),
             by_subject: Mutex::default(),
             unknown: Mutex::default(),
             failed_until: Mutex::default(),
-        }))
+        })))
     }
 
     /// The writer schema for `id`. Blocking (HTTP on a cache miss): call off the async runtime.

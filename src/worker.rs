@@ -19,7 +19,7 @@ use crate::offsets::OffsetTracker;
 use crate::pipeline::{self, Enricher};
 use crate::reply::ReplyDrafter;
 use crate::retry::{Fatal, RetryPolicy};
-use crate::schema::SchemaRegistry;
+use crate::schema::{RemoteOptions, SchemaRegistry};
 use crate::sink::{OutputEncoder, OutputKind, Sink, Topics};
 use crate::telemetry::{self, metrics};
 use crate::{http, source, webhook};
@@ -62,7 +62,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let model_version = model.scorer.model_version.clone();
 
     let registry = Arc::new(match &cfg.schema_registry_url {
-        Some(url) => SchemaRegistry::remote(url, cfg.schema_registry_credentials()),
+        Some(url) => SchemaRegistry::remote_with(
+            url,
+            RemoteOptions {
+                credentials: cfg.schema_registry_credentials(),
+                ca_file: cfg.schema_registry_ca.clone(),
+                auto_register: cfg.schema_registry_auto_register,
+            },
+        )
+        .context("configuring the Schema Registry client")?,
         None => SchemaRegistry::local(&cfg.schema_dir)?,
     });
     let (fatal, mut fatal_rx) = Fatal::channel();

@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Local stack for the demo and the integration tests: a single-node KRaft Kafka (jars from Maven
-# Central, run on the machine's Java 17) and Redis (Debian redis-server). Installs what is missing,
-# caches it under $MOODSTREAM_CACHE, keeps pid files, logs and data under $MOODSTREAM_RUN_DIR.
+# Central, run on the machine's Java 17), Redis (Debian redis-server) and, with MOODSTREAM_REGISTRY=1,
+# a Confluent-compatible Schema Registry (Apicurio Registry from Maven Central, built by
+# deploy/local/registry/pom.xml; basic auth, plain HTTP and HTTPS with a CA generated here). Installs
+# what is missing, caches it under $MOODSTREAM_CACHE, keeps pid files, logs and data under
+# $MOODSTREAM_RUN_DIR.
 #
-#   stack.sh up        start Kafka and Redis (no-op for what is already running), create demo topics
+#   stack.sh up        start Kafka and Redis (no-op for what is already running), create demo topics;
+#                      also the registry when MOODSTREAM_REGISTRY=1 (scripts/test.sh sets it)
 #   stack.sh down      stop what `up` started, by pid file, and wait for it to exit
 #   stack.sh status    print running/stopped for each; exit 3 unless both run
 #   stack.sh topics    create the demo topics that are missing
 #   stack.sh clean     down, then delete Kafka's and Redis's data (topics, offsets, logs)
-#   stack.sh stop kafka|redis    stop one service, keeping its data (the fault tests use these)
-#   stack.sh start kafka|redis   start one service again and wait until it answers
+#   stack.sh stop kafka|redis|registry    stop one service, keeping its data (the fault tests use these)
+#   stack.sh start kafka|redis|registry   start one service again and wait until it answers
 #   stack.sh kafka <tool> args...   run a Kafka CLI tool, e.g. `kafka-topics --list --bootstrap-server ...`
 #                                   (also deploy/local/kafka.sh); <tool>: an alias in kafka_tool or a main class
 #
 # Env: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), REDIS_PORT (6379),
-#      MOODSTREAM_CACHE, MOODSTREAM_RUN_DIR (<cache>/run), MOODSTREAM_NO_TOPICS=1 (up skips topics).
+#      MOODSTREAM_CACHE, MOODSTREAM_RUN_DIR (<cache>/run), MOODSTREAM_NO_TOPICS=1 (up skips topics),
+#      MOODSTREAM_REGISTRY=1, SCHEMA_REGISTRY_PORT (KAFKA_PORT+10, HTTP), SCHEMA_REGISTRY_TLS_PORT
+#      (KAFKA_PORT+11, HTTPS). The registry's user, password file and CA: see scripts/env.sh.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,6 +40,11 @@ demo_topics=(customer-messages:6 customer-messages.dlq:3 emotions:3
   replies.chat:3 replies.email:3 replies.sms:3 replies.voice:3 replies.social:3 replies.other:3
   escalations:3)
 
+registry_port=${SCHEMA_REGISTRY_PORT:-$((kafka_port + 10))}
+registry_tls_port=${SCHEMA_REGISTRY_TLS_PORT:-$((kafka_port + 11))}
+registry_dir=$MOODSTREAM_REGISTRY_DIR # scripts/env.sh: password, ca.pem for the tests
+registry_home=$MOODSTREAM_CACHE/schema-registry
+
 log() { printf 'stack: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -47,6 +58,7 @@ alive() {
 }
 kafka_marker() { echo "kafka\.Kafka $kafka_conf"; }
 redis_marker() { echo "redis-server [^ ]*:$redis_port( |$)"; }
+registry_marker() { echo "quarkus.http.port=$registry_port .*schema-registry"; }
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -68,6 +80,112 @@ install_kafka() {
   fi
   echo "$sum" >"$kafka_libs.tmp/.installed"
   rm -rf "$kafka_libs" && mv "$kafka_libs.tmp" "$kafka_libs"
+}
+
+# Builds the Schema Registry into $registry_home (cached: rebuilt when its sources change).
+# Maven Central as served here lacks some Apicurio artifacts (deploy/local/registry/pom.xml says
+# which); the two installed into the local Maven repository below stand in for missing ones.
+install_registry() {
+  local src=$here/registry m2=$MOODSTREAM_CACHE/m2 stamp=$registry_home/.installed sum build
+  sum=$(cat "$src"/*.pom "$src/pom.xml" "$src"/src/main/java/io/apicurio/common/apps/config/*.java |
+    sha256sum | cut -d' ' -f1)
+  [[ -f $stamp && $(<"$stamp") == "$sum" ]] && return
+  command -v mvn >/dev/null || moodstream_apt_ensure maven
+  command -v javac >/dev/null || moodstream_apt_ensure openjdk-17-jdk-headless
+  log "building the Schema Registry (Apicurio) into $registry_home"
+  local mvn=(mvn -q -B -Dmaven.repo.local="$m2")
+  build=$(mktemp -d)
+  {
+    # The 3.0.9 app's parent POM is not served: 3.0.7's, under 3.0.9, has the same dependency set.
+    "${mvn[@]}" dependency:get -Dartifact=io.apicurio:apicurio-registry:3.0.7:pom -Dtransitive=false &&
+      sed 's#<version>3.0.7</version>#<version>3.0.9</version>#' \
+        "$m2/io/apicurio/apicurio-registry/3.0.7/apicurio-registry-3.0.7.pom" >"$build/parent.pom" &&
+      "${mvn[@]}" install:install-file -Dfile="$build/parent.pom" -DpomFile="$build/parent.pom" \
+        -Dpackaging=pom &&
+      # The config-index Quarkus extension's deployment half is served at 3.0.6 only.
+      "${mvn[@]}" dependency:get -Dartifact=io.apicurio:apicurio-registry-config-index-deployment:3.0.6 \
+        -Dtransitive=false &&
+      cp "$src/config-index-deployment.pom" "$build/cid.pom" &&
+      "${mvn[@]}" install:install-file -DpomFile="$build/cid.pom" \
+        -Dfile="$m2/io/apicurio/apicurio-registry-config-index-deployment/3.0.6/apicurio-registry-config-index-deployment-3.0.6.jar" &&
+      cp -r "$src/pom.xml" "$src/src" "$build/" &&
+      # Build-time Quarkus settings that must outrank the app's own application.properties:
+      # all four datasources the app injects become in-memory H2 (the other drivers are not
+      # built in), and config-definitions 3.0.6's Info annotation gives way to ours.
+      "${mvn[@]}" -f "$build/pom.xml" package -Dmaven.test.skip=true \
+        -Dquarkus.datasource.postgresql.db-kind=h2 -Dquarkus.datasource.mysql.db-kind=h2 \
+        -Dquarkus.datasource.mssql.db-kind=h2 \
+        '-Dquarkus.class-loading.removed-resources."io.apicurio:apicurio-registry-config-definitions"=io/apicurio/common/apps/config/Info.class'
+  } >"$build.log" 2>&1 || {
+    cat "$build.log" >&2
+    rm -rf "$build" "$build.log"
+    die "building the Schema Registry failed"
+  }
+  rm -rf "$registry_home" && mkdir -p "$registry_home"
+  cp -r "$build/target/schema-registry-1-runner.jar" "$build/target/lib" "$registry_home/"
+  rm -rf "$build" "$build.log"
+  echo "$sum" >"$stamp"
+}
+
+# A CA and a server certificate for localhost/127.0.0.1, once per run dir.
+registry_tls() {
+  local tls=$registry_dir/tls
+  [[ -s $registry_dir/ca.pem && -s $tls/server.pem ]] && return
+  command -v openssl >/dev/null || moodstream_apt_ensure openssl
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=moodstream-local-ca \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=localhost \
+    -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 30 -out "$tls/server.pem" 2>/dev/null \
+    -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n')
+  cp "$tls/ca.pem" "$registry_dir/ca.pem"
+}
+
+registry_up() {
+  local i code
+  if alive registry "$(registry_marker)"; then
+    log "schema registry already running (pid $(<"$run_dir/registry.pid"), port $registry_port)"
+    return
+  fi
+  port_taken "$registry_port" && die "port $registry_port is in use; set SCHEMA_REGISTRY_PORT"
+  port_taken "$registry_tls_port" && die "port $registry_tls_port is in use; set SCHEMA_REGISTRY_TLS_PORT"
+  install_registry
+  command -v curl >/dev/null || moodstream_apt_ensure curl
+  mkdir -p "$registry_dir"
+  chmod 700 "$registry_dir"
+  # A random password, kept in a file: the tests read it as a worker reads a mounted secret.
+  [[ -s $registry_dir/password ]] || head -c 18 /dev/urandom | base64 | tr -d '/+=' >"$registry_dir/password"
+  registry_tls
+  # The password reaches the registry through a config file, not its command line (ps shows that).
+  printf 'quarkus.security.users.embedded.users.%s=%s\n' "$MOODSTREAM_REGISTRY_USER" \
+    "$(<"$registry_dir/password")" >"$registry_dir/users.properties"
+  chmod 600 "$registry_dir/password" "$registry_dir/users.properties"
+  # In-memory storage: every start is an empty registry.
+  # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$run_dir/registry.pid" \
+    java -Xms128m -Xmx384m -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError \
+    -Dquarkus.http.port="$registry_port" -Dquarkus.http.host=127.0.0.1 \
+    -Dquarkus.http.ssl-port="$registry_tls_port" \
+    -Dquarkus.http.ssl.certificate.files="$registry_dir/tls/server.pem" \
+    -Dquarkus.http.ssl.certificate.key-files="$registry_dir/tls/server.key" \
+    -Dquarkus.security.users.embedded.plain-text=true \
+    -Dsmallrye.config.locations="$registry_dir/users.properties" \
+    -jar "$registry_home/schema-registry-1-runner.jar" \
+    </dev/null >"$registry_dir/server.log" 2>&1 9>&- &
+  for ((i = 0; i < 1200; i++)); do
+    # 401 without credentials: up, with basic auth on.
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$registry_port/apis/ccompat/v7/subjects" || true)
+    [[ $code == 401 ]] && break
+    if ((i > 20)) && ! alive registry "$(registry_marker)"; then
+      tail -n 30 "$registry_dir/server.log" >&2 || true
+      die "the schema registry exited during startup (log: $registry_dir/server.log)"
+    fi
+    sleep 0.1
+  done
+  ((i < 1200)) || die "the schema registry did not answer within 120 s (log: $registry_dir/server.log)"
+  log "schema registry on http://127.0.0.1:$registry_port and https://localhost:$registry_tls_port (/apis/ccompat/v7)"
 }
 
 # Runs a Kafka CLI tool (alias or main class) with the cached classpath; logs WARN+ to stderr.
@@ -233,6 +351,11 @@ status() {
     echo "redis: stopped"
     rc=3
   fi
+  if alive registry "$(registry_marker)"; then
+    echo "registry: running (pid $(<"$run_dir/registry.pid"), http://127.0.0.1:$registry_port, https://localhost:$registry_tls_port)"
+  else
+    echo "registry: stopped"
+  fi
   return $rc
 }
 
@@ -240,10 +363,10 @@ cmd=${1:-}
 [[ $# -gt 0 ]] && shift
 case $cmd in
   kafka) kafka_tool "$@"; exit ;;
-  status) status; exit ;; # exits 3 unless both run
+  status) status; exit ;; # exits 3 unless Kafka and Redis run
   up | down | topics | clean) ;;
   start | stop)
-    [[ ${1:-} == kafka || ${1:-} == redis ]] || die "usage: stack.sh $cmd kafka|redis"
+    [[ ${1:-} =~ ^(kafka|redis|registry)$ ]] || die "usage: stack.sh $cmd kafka|redis|registry"
     ;;
   *) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2; exit 2 ;;
 esac
@@ -257,12 +380,14 @@ case $cmd in
   up)
     kafka_up
     redis_up # starts while the broker boots
+    if [[ ${MOODSTREAM_REGISTRY:-0} == 1 ]]; then registry_up; fi
     kafka_wait
     # Either way an admin request proves that the broker answers.
     if [[ ${MOODSTREAM_NO_TOPICS:-0} == 1 ]]; then create_topics; else create_topics "${demo_topics[@]}"; fi
     status
     ;;
   down)
+    stop registry "$(registry_marker)"
     stop kafka "$(kafka_marker)"
     stop redis "$(redis_marker)"
     ;;
@@ -271,21 +396,28 @@ case $cmd in
     create_topics "${demo_topics[@]}"
     ;;
   stop)
-    if [[ $1 == kafka ]]; then stop kafka "$(kafka_marker)"; else stop redis "$(redis_marker)"; fi
+    case $1 in
+      kafka) stop kafka "$(kafka_marker)" ;;
+      redis) stop redis "$(redis_marker)" ;;
+      registry) stop registry "$(registry_marker)" ;;
+    esac
     ;;
   start)
     if [[ $1 == kafka ]]; then
       kafka_up
       kafka_wait
       create_topics # waits until the broker answers an admin request
-    else
+    elif [[ $1 == redis ]]; then
       redis_up
+    else
+      registry_up
     fi
     ;;
   clean)
+    stop registry "$(registry_marker)"
     stop kafka "$(kafka_marker)"
     stop redis "$(redis_marker)"
-    rm -rf "$run_dir/kafka" "$run_dir/redis"
+    rm -rf "$run_dir/kafka" "$run_dir/redis" "$registry_dir"
     log "removed Kafka and Redis data under $run_dir"
     ;;
 esac

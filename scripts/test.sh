@@ -16,6 +16,8 @@ if [[ ${MOODSTREAM_KEEP_STACK:-0} != 1 ]]; then
   # Set before `up` so a half-started stack is stopped too; the script's exit status is kept.
   trap 'deploy/local/stack.sh down' EXIT
 fi
+# The secured listeners (SASL_SSL, mutual TLS) for tests/secure_kafka.rs.
+export MOODSTREAM_KAFKA_SECURE=${MOODSTREAM_KAFKA_SECURE:-1}
 deploy/local/stack.sh up
 
 # Static checks of the deployment files; written separately, optional here.

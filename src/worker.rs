@@ -26,6 +26,8 @@ use crate::{http, source};
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     telemetry::init_logging(&cfg.telemetry);
     cfg.validate()?;
+    let (librdkafka, features) = crate::config::librdkafka_features();
+    tracing::info!(%librdkafka, features = %features.join(","), "kafka client library");
     let tracer = telemetry::trace::init();
     let health = Arc::new(Health::default());
 

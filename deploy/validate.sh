@@ -322,6 +322,22 @@ registry_password_env() {
 check "schemaRegistryAuth takes the password from its Secret" registry_password_env
 check "rejects secrets in kafka.options" \
   expect_failure "looks like a secret" tpl --set 'kafka.options.sasl\.password=x'
+comma_property() {
+  tpl --set 'kafka.options.ssl\.cipher\.suites=A\,B' --set 'kafka.options.client\.rack=r1' |
+    grep -m1 -F 'MOODSTREAM_KAFKA_PROPERTIES: "client.rack=r1\nssl.cipher.suites=A,B"'
+}
+check "kafka.options values may contain commas (one property per line)" comma_property
+key_password_env() {
+  tpl --set kafka.tls.enabled=true --set kafka.tls.existingSecret=tls --set kafka.tls.certKey=tls.crt \
+    --set kafka.tls.keyKey=tls.key --set kafka.tls.keyPasswordKey=key-password |
+    grep -A4 -F 'name: MOODSTREAM_KAFKA_SSL_KEY_PASSWORD' | grep -m1 -F 'key: key-password'
+}
+check "kafka.tls.keyPasswordKey takes the key password from the TLS Secret" key_password_env
+oidc_secret_env() {
+  tpl --set kafka.oauthbearer.existingSecret=oidc |
+    grep -A4 -F 'name: MOODSTREAM_KAFKA_OAUTHBEARER_CLIENT_SECRET' | grep -m1 -F 'key: client-secret'
+}
+check "kafka.oauthbearer.existingSecret gives the OIDC client secret" oidc_secret_env
 check "rejects unknown SASL mechanism (values.schema.json)" \
   expect_failure "value must be one of" tpl --set kafka.sasl.mechanism=GSSAPI
 

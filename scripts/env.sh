@@ -20,6 +20,10 @@ export MOODSTREAM_REGISTRY_DIR=${MOODSTREAM_REGISTRY_DIR:-${MOODSTREAM_RUN_DIR:-
 export MOODSTREAM_REGISTRY_USER=${MOODSTREAM_REGISTRY_USER:-moodstream}
 export MOODSTREAM_REGISTRY_HTTP=http://127.0.0.1:${SCHEMA_REGISTRY_PORT:-$((${KAFKA_PORT:-9092} + 10))}/apis/ccompat/v7
 export MOODSTREAM_REGISTRY_HTTPS=https://localhost:${SCHEMA_REGISTRY_TLS_PORT:-$((${KAFKA_PORT:-9092} + 11))}/apis/ccompat/v7
+# Its secured listeners (MOODSTREAM_KAFKA_SECURE=1) and their certificates and secrets, for the tests.
+export MOODSTREAM_LOCAL_SASL_SSL_BROKERS=localhost:${KAFKA_SASL_SSL_PORT:-$((${KAFKA_PORT:-9092} + 2))}
+export MOODSTREAM_LOCAL_MTLS_BROKERS=localhost:${KAFKA_MTLS_PORT:-$((${KAFKA_PORT:-9092} + 3))}
+export MOODSTREAM_LOCAL_KAFKA_TLS_DIR=${MOODSTREAM_RUN_DIR:-$MOODSTREAM_CACHE/run}/kafka-tls
 
 # Installs the named Debian packages that dpkg does not already have (fast no-op when all are there).
 moodstream_apt_ensure() {
@@ -35,7 +39,9 @@ moodstream_apt_ensure() {
 }
 
 # Debian packages the Rust build needs: rdkafka's bundled librdkafka (cmake, C/C++ toolchain,
-# OpenSSL, zlib), onig's C sources; unzip for scripts/setup-ort.sh.
+# OpenSSL, zlib; libcurl for OAUTHBEARER/OIDC token requests, Cyrus SASL for GSSAPI/Kerberos;
+# zstd is built from source by zstd-sys), onig's C sources; unzip for scripts/setup-ort.sh.
 moodstream_build_deps() {
-  moodstream_apt_ensure build-essential cmake pkg-config libssl-dev zlib1g-dev unzip
+  moodstream_apt_ensure build-essential cmake pkg-config libssl-dev zlib1g-dev \
+    libcurl4-openssl-dev libsasl2-dev unzip
 }

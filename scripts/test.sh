@@ -16,7 +16,9 @@ if [[ ${MOODSTREAM_KEEP_STACK:-0} != 1 ]]; then
   # Set before `up` so a half-started stack is stopped too; the script's exit status is kept.
   trap 'deploy/local/stack.sh down' EXIT
 fi
-# The integration tests need every service, the Schema Registry included.
+# The integration tests need every service: the Schema Registry and the secured listeners
+# (SASL_SSL, mutual TLS) for tests/schema_registry.rs and tests/secure_kafka.rs.
+export MOODSTREAM_KAFKA_SECURE=${MOODSTREAM_KAFKA_SECURE:-1}
 MOODSTREAM_REGISTRY=1 deploy/local/stack.sh up
 
 # Static checks of the deployment files; written separately, optional here.

@@ -12,6 +12,9 @@ use crate::batcher::BatchPolicy;
 use crate::escalation::EscalationConfig;
 use crate::model::ActiveProvider;
 
+mod kafka;
+pub use kafka::{Client, KafkaConfig, KafkaConfigError, Secret, librdkafka_features};
+
 /// Parses the command line over an optional config file: `--config FILE` (or `MOODSTREAM_CONFIG`),
 /// a dotenv file of `MOODSTREAM_...=value` lines (`#` comments, optional quotes) — the names of
 /// the environment variables. Its values become the defaults of the matching flags, so a flag
@@ -404,41 +407,6 @@ impl ApiConfig {
     }
 }
 
-/// Kafka connection options shared by `run` and `demo-produce`.
-#[derive(Args, Debug, Clone)]
-pub struct KafkaConfig {
-    /// Bootstrap servers, comma-separated.
-    #[arg(long, env = "MOODSTREAM_BROKERS", default_value = "localhost:9092")]
-    pub brokers: String,
-    /// librdkafka settings passed through, comma-separated `key=value` (TLS/SASL:
-    /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `ssl.ca.location`, ...).
-    #[arg(long, env = "MOODSTREAM_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_key_value)]
-    pub kafka_options: Vec<(String, String)>,
-    /// SASL password (kept out of logs and --help output).
-    #[arg(long, env = "MOODSTREAM_KAFKA_SASL_PASSWORD", hide_env_values = true)]
-    pub kafka_sasl_password: Option<String>,
-}
-
-impl KafkaConfig {
-    /// A librdkafka client config with the brokers, pass-through options and secret applied.
-    pub fn client_config(&self) -> rdkafka::ClientConfig {
-        self.apply(rdkafka::ClientConfig::new())
-    }
-
-    /// Applies the brokers, pass-through options and secret over `cfg` (so they win over any
-    /// defaults already set there).
-    pub fn apply(&self, mut cfg: rdkafka::ClientConfig) -> rdkafka::ClientConfig {
-        cfg.set("bootstrap.servers", &self.brokers);
-        for (k, v) in &self.kafka_options {
-            cfg.set(k, v);
-        }
-        if let Some(password) = &self.kafka_sasl_password {
-            cfg.set("sasl.password", password);
-        }
-        cfg
-    }
-}
-
 /// The dead-letter topic of `input`: the configured one, else `<input>.dlq`.
 pub fn dlq_topic(configured: Option<&str>, input: &str) -> String {
     configured.map_or_else(|| format!("{input}.dlq"), str::to_string)
@@ -631,6 +599,8 @@ pub enum ConfigError {
     Escalation(#[from] crate::escalation::ConfigError),
     #[error(transparent)]
     Webhook(#[from] crate::webhook::WebhookConfigError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaConfigError),
 }
 
 impl RunConfig {
@@ -641,6 +611,7 @@ impl RunConfig {
                 session_ms: self.session_timeout_ms,
             });
         }
+        self.kafka.validate()?;
         if self.topics.iter().all(|t| t.trim().is_empty()) {
             return Err(ConfigError::NoTopics);
         }
@@ -1058,6 +1029,8 @@ mod tests {
         let run = cli.find_subcommand_mut("run").expect("run");
         for flag in [
             "kafka_sasl_password",
+            "kafka_ssl_key_password",
+            "kafka_oauthbearer_client_secret",
             "redis_url",
             "redis_password",
             "schema_registry_url",
@@ -1099,9 +1072,15 @@ mod tests {
             "--kafka-sasl-password",
             "s3cret",
         ]);
-        let client = cfg.kafka.client_config();
+        cfg.validate().expect("valid");
+        let client = cfg
+            .kafka
+            .client_config(Client::Consumer, &[], &[])
+            .expect("config");
         assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(client.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(client.get("sasl.password"), Some("s3cret"));
+        let leaky = run_config(&["--kafka-options", "sasl.password=s3cret"]);
+        assert!(matches!(leaky.validate(), Err(ConfigError::Kafka(_))));
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use crate::config::{DemoProduceConfig, Format};
+use crate::config::{Client, DemoProduceConfig, Format};
 use crate::message::CustomerMessage;
 use crate::pipeline::post::now_ms;
 use crate::schema::{contract, contracts, encode_avro};
@@ -324,11 +324,14 @@ pub fn synthetic(rng: &mut Rng, id: usize, text: String) -> CustomerMessage {
 
 /// Produces the demo stream, or steady calm traffic when `--rate` is set.
 pub async fn produce(cfg: DemoProduceConfig) -> anyhow::Result<()> {
+    cfg.kafka.validate()?;
     let producer: FutureProducer = cfg
         .kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
+        .client_config(
+            Client::Producer,
+            &[("linger.ms", "5".to_string())],
+            &[("enable.idempotence", "true".to_string())],
+        )?
         .create()
         .context("creating the demo producer")?;
     let schema = contract(contracts::CUSTOMER_MESSAGE);

@@ -25,7 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::{Format, KafkaConfig, RunConfig};
+use crate::config::{Client, Format, KafkaConfig, RunConfig};
 use crate::offsets::OffsetTracker;
 use crate::pipeline::{Origin, Processed, Unscored};
 use crate::reply::ReplyDrafter;
@@ -211,19 +211,23 @@ pub struct Sink {
 pub fn producer(
     kafka: &KafkaConfig,
     transactional_id: Option<&str>,
-) -> rdkafka::error::KafkaResult<FutureProducer> {
-    // Tuning defaults the operator's pass-through options may override...
-    let mut defaults = rdkafka::ClientConfig::new();
-    defaults
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5");
+) -> anyhow::Result<FutureProducer> {
+    // Tuning defaults the operator's properties may override...
+    let defaults = [
+        ("compression.type", "lz4".to_string()),
+        ("linger.ms", "5".to_string()),
+    ];
     // ...and the delivery guarantees they may not.
-    let mut config = kafka.apply(defaults);
-    config.set("enable.idempotence", "true").set("acks", "all");
+    let mut forced = vec![
+        ("enable.idempotence", "true".to_string()),
+        ("acks", "all".to_string()),
+    ];
     if let Some(id) = transactional_id {
-        config.set("transactional.id", id);
+        forced.push(("transactional.id", id.to_string()));
     }
-    config.create()
+    Ok(kafka
+        .client_config(Client::Producer, &defaults, &forced)?
+        .create()?)
 }
 
 type Completion = (

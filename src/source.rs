@@ -24,7 +24,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::config::{Format, RunConfig};
+use crate::config::{Client, Format, RunConfig};
 use crate::decode::{DecodeError, Decoder};
 use crate::health::Health;
 use crate::message::CustomerMessage;
@@ -215,24 +215,43 @@ pub fn connect(
     tracker: Arc<OffsetTracker>,
     health: Arc<Health>,
 ) -> anyhow::Result<Arc<KafkaConsumer>> {
-    let mut client = cfg.kafka.client_config();
-    client
-        .set("group.id", &cfg.group)
-        .set("enable.auto.commit", (!cfg.exactly_once).to_string())
-        .set("isolation.level", "read_committed")
-        .set(
+    // Overridable defaults (README "Kafka client settings")...
+    let defaults = [
+        // --auto-offset-reset (the chart sets KEDA's offsetResetPolicy from the same value).
+        (
+            "auto.offset.reset",
+            cfg.auto_offset_reset.as_str().to_string(),
+        ),
+        ("statistics.interval.ms", "5000".to_string()),
+        ("allow.auto.create.topics", "false".to_string()),
+        ("isolation.level", "read_committed".to_string()),
+    ];
+    // ...and what the offset handling depends on: offsets are stored only after delivery,
+    // committed by librdkafka (or in the transaction), rebalances are incremental.
+    let mut forced = vec![
+        ("group.id", cfg.group.clone()),
+        ("enable.auto.commit", (!cfg.exactly_once).to_string()),
+        ("enable.auto.offset.store", "false".to_string()),
+        (
             "auto.commit.interval.ms",
             cfg.commit_interval_ms.to_string(),
-        )
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", cfg.auto_offset_reset.as_str())
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-        .set("statistics.interval.ms", "5000")
-        .set("allow.auto.create.topics", "false");
-    if let Some(id) = &cfg.group_instance_id {
-        client.set("group.instance.id", id);
+        ),
+        (
+            "partition.assignment.strategy",
+            "cooperative-sticky".to_string(),
+        ),
+        ("session.timeout.ms", cfg.session_timeout_ms.to_string()),
+    ];
+    if cfg.exactly_once {
+        // Reading aborted input would break exactly-once.
+        forced.push(("isolation.level", "read_committed".to_string()));
     }
+    if let Some(id) = &cfg.group_instance_id {
+        forced.push(("group.instance.id", id.clone()));
+    }
+    let client = cfg
+        .kafka
+        .client_config(Client::Consumer, &defaults, &forced)?;
     let consumer: KafkaConsumer = client.create_with_context(SourceContext {
         tracker,
         health,
@@ -241,7 +260,10 @@ pub fn connect(
         assignment: Mutex::default(),
         epochs: AtomicU64::new(1),
     })?;
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    let metadata = match consumer.fetch_metadata(None, Duration::from_secs(10)) {
+        Ok(metadata) => metadata,
+        Err(e) => return Err(connect_error(&consumer, e)),
+    };
     let exists = |topic: &str| {
         metadata
             .topics()
@@ -271,6 +293,30 @@ pub fn connect(
     let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(Arc::new(consumer))
+}
+
+/// Why the first metadata request failed: a rejected password or certificate shows up as a
+/// separate error event (librdkafka keeps retrying), so look for one before reporting a timeout.
+fn connect_error(consumer: &KafkaConsumer, e: KafkaError) -> anyhow::Error {
+    use RDKafkaErrorCode::{Authentication, SSL, SaslAuthenticationFailed};
+    for _ in 0..10 {
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Err(event)) => {
+                if let Some(code @ (Authentication | SaslAuthenticationFailed | SSL)) =
+                    event.rdkafka_error_code()
+                {
+                    let what = if code == SSL { "TLS" } else { "authentication" };
+                    return anyhow::anyhow!(
+                        "cannot connect to Kafka: {what} failed ({event}); check the credentials \
+                         (sasl.username / password, client certificate and key, CA)"
+                    );
+                }
+            }
+            Some(Ok(_)) => {}
+            None => break,
+        }
+    }
+    anyhow::Error::new(e).context("cannot connect to Kafka: fetching metadata failed")
 }
 
 /// The source thread's inputs.

@@ -27,6 +27,8 @@ use crate::{http, source, webhook};
 pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     telemetry::init_logging(&cfg.telemetry);
     cfg.validate()?;
+    let (librdkafka, features) = crate::config::librdkafka_features();
+    tracing::info!(%librdkafka, features = %features.join(","), "kafka client library");
     // Before the model loads: a mapping mistake is a configuration error, reported at once.
     let mappings = match &cfg.input_mapping {
         Some(path) => crate::decode::mapping::load(path, &cfg.topics)

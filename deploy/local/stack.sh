@@ -21,6 +21,11 @@
 #      MOODSTREAM_CACHE, MOODSTREAM_RUN_DIR (<cache>/run), MOODSTREAM_NO_TOPICS=1 (up skips topics),
 #      MOODSTREAM_REGISTRY=1, SCHEMA_REGISTRY_PORT (KAFKA_PORT+10, HTTP), SCHEMA_REGISTRY_TLS_PORT
 #      (KAFKA_PORT+11, HTTPS). The registry's user, password file and CA: see scripts/env.sh.
+#      MOODSTREAM_KAFKA_SECURE=1: two more listeners, SASL_SSL with SCRAM-SHA-512 on
+#      KAFKA_SASL_SSL_PORT (KAFKA_PORT+2) and mutual TLS on KAFKA_MTLS_PORT (KAFKA_PORT+3), with a CA,
+#      broker and client certificates, the client key's password and the SCRAM user's password
+#      generated once under <run dir>/kafka-tls (scripts/test.sh sets it; `up` restarts a broker
+#      that runs without them).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,6 +40,11 @@ bootstrap=localhost:$kafka_port
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka/pom.xml")
 kafka_libs=$MOODSTREAM_CACHE/kafka/$kafka_version/libs
 kafka_conf=$run_dir/kafka/server.properties
+secure=${MOODSTREAM_KAFKA_SECURE:-0}
+sasl_ssl_port=${KAFKA_SASL_SSL_PORT:-$((kafka_port + 2))}
+mtls_port=${KAFKA_MTLS_PORT:-$((kafka_port + 3))}
+tls_dir=$run_dir/kafka-tls
+scram_user=moodstream
 # name:partitions
 demo_topics=(customer-messages:6 customer-messages.dlq:3 emotions:3
   replies.chat:3 replies.email:3 replies.sms:3 replies.voice:3 replies.social:3 replies.other:3
@@ -215,18 +225,70 @@ kafka_tool() {
     -cp "$kafka_libs/*" "$class" "$@"
 }
 
+# The local CA, the broker's keystore and the client's certificate and encrypted key, made once
+# (remove <run dir>/kafka-tls to make new ones). Secrets are random and kept in 0600 files that
+# the tests pass on with --kafka-secret-file or read into the environment.
+ensure_certs() {
+  local d=$tls_dir
+  [[ -f $d/.complete ]] && return
+  command -v openssl >/dev/null || moodstream_apt_ensure openssl
+  log "generating a local CA, broker and client certificates in $d"
+  rm -rf "$d" && mkdir -p "$d" && chmod 700 "$d"
+  (
+    cd "$d"
+    umask 077
+    openssl rand -hex 16 >keystore-password
+    openssl rand -hex 16 >client-key-password
+    openssl rand -hex 16 >scram-password
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=moodstream-local-ca \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout broker.key -out broker.csr 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile broker.ext -out broker.pem 2>/dev/null
+    openssl pkcs12 -export -in broker.pem -inkey broker.key -certfile ca.pem -name broker \
+      -passout file:keystore-password -out broker.p12
+    # The client key is encrypted: the tests exercise ssl.key.password.
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -aes-256-cbc \
+      -pass file:client-key-password -out client.key 2>/dev/null
+    openssl req -new -key client.key -passin file:client-key-password -subj /CN=moodstream-client \
+      -out client.csr 2>/dev/null
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -out client.pem 2>/dev/null
+    rm -f ./*.csr ./*.ext ca.srl
+    touch .complete
+  )
+}
+
+# Creates (or resets) the SCRAM user on the running broker, through the PLAINTEXT listener.
+ensure_scram_user() {
+  local stamp=$run_dir/kafka/data/.moodstream-scram sum
+  sum=$(sha256sum "$tls_dir/scram-password" | cut -d' ' -f1)
+  [[ -f $stamp && $(<"$stamp") == "$sum" ]] && return
+  kafka_tool kafka-configs --bootstrap-server "$bootstrap" --alter --entity-type users \
+    --entity-name "$scram_user" \
+    --add-config "SCRAM-SHA-512=[iterations=4096,password=$(<"$tls_dir/scram-password")]" >/dev/null
+  echo "$sum" >"$stamp"
+  log "SCRAM-SHA-512 user '$scram_user' ready (password: $tls_dir/scram-password)"
+}
+
 write_kafka_conf() {
+  local secure_listeners='' secure_map=''
   mkdir -p "$run_dir/kafka"
+  if [[ $secure == 1 ]]; then
+    secure_listeners=",SASL_SSL://localhost:$sasl_ssl_port,MTLS://localhost:$mtls_port"
+    secure_map=",SASL_SSL:SASL_SSL,MTLS:SSL"
+  fi
   cat >"$kafka_conf" <<EOF
 # Written by deploy/local/stack.sh on every start; edit the script, not this file.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@localhost:$controller_port
-listeners=PLAINTEXT://localhost:$kafka_port,CONTROLLER://localhost:$controller_port
-advertised.listeners=PLAINTEXT://localhost:$kafka_port
+listeners=PLAINTEXT://localhost:$kafka_port,CONTROLLER://localhost:$controller_port$secure_listeners
+advertised.listeners=PLAINTEXT://localhost:$kafka_port$secure_listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$secure_map
 log.dirs=$run_dir/kafka/data
 num.network.threads=2
 num.io.threads=4
@@ -245,15 +307,39 @@ group.min.session.timeout.ms=1000
 auto.create.topics.enable=false
 log.retention.hours=24
 EOF
+  if [[ $secure == 1 ]]; then
+    cat >>"$kafka_conf" <<EOF
+# MOODSTREAM_KAFKA_SECURE=1: SASL_SSL (SCRAM-SHA-512) and mutual TLS listeners, certificates
+# from $tls_dir. No authorizer: any authenticated client may do anything.
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls_dir/broker.p12
+ssl.keystore.password=$(<"$tls_dir/keystore-password")
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls_dir/ca.pem
+listener.name.mtls.ssl.client.auth=required
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+  fi
 }
 
 kafka_up() {
   if alive kafka "$(kafka_marker)"; then
-    log "kafka already running (pid $(<"$run_dir/kafka.pid"), $bootstrap)"
-    return
+    if [[ $secure == 1 ]] && ! grep -q "^listeners=.*MTLS://" "$kafka_conf"; then
+      log "kafka runs without the secured listeners (MOODSTREAM_KAFKA_SECURE=1): restarting it"
+      stop kafka "$(kafka_marker)"
+    else
+      log "kafka already running (pid $(<"$run_dir/kafka.pid"), $bootstrap)"
+      return
+    fi
   fi
   port_taken "$kafka_port" && die "port $kafka_port is in use by another process; set KAFKA_PORT"
   port_taken "$controller_port" && die "port $controller_port is in use; set KAFKA_CONTROLLER_PORT"
+  if [[ $secure == 1 ]]; then
+    port_taken "$sasl_ssl_port" && die "port $sasl_ssl_port is in use; set KAFKA_SASL_SSL_PORT"
+    port_taken "$mtls_port" && die "port $mtls_port is in use; set KAFKA_MTLS_PORT"
+    ensure_certs
+  fi
   install_kafka
   write_kafka_conf
   if [[ ! -f $run_dir/kafka/data/meta.properties ]]; then
@@ -341,6 +427,9 @@ status() {
   local rc=0
   if alive kafka "$(kafka_marker)"; then
     echo "kafka: running (pid $(<"$run_dir/kafka.pid"), $bootstrap, Kafka $kafka_version)"
+    if grep -q "^listeners=.*MTLS://" "$kafka_conf"; then
+      echo "kafka: SASL_SSL (SCRAM-SHA-512) on localhost:$sasl_ssl_port, mutual TLS on localhost:$mtls_port, certificates in $tls_dir"
+    fi
   else
     echo "kafka: stopped"
     rc=3
@@ -384,6 +473,7 @@ case $cmd in
     kafka_wait
     # Either way an admin request proves that the broker answers.
     if [[ ${MOODSTREAM_NO_TOPICS:-0} == 1 ]]; then create_topics; else create_topics "${demo_topics[@]}"; fi
+    if [[ $secure == 1 ]]; then ensure_scram_user; fi
     status
     ;;
   down)
@@ -407,6 +497,7 @@ case $cmd in
       kafka_up
       kafka_wait
       create_topics # waits until the broker answers an admin request
+      if [[ $secure == 1 ]]; then ensure_scram_user; fi
     elif [[ $1 == redis ]]; then
       redis_up
     else
@@ -417,7 +508,7 @@ case $cmd in
     stop registry "$(registry_marker)"
     stop kafka "$(kafka_marker)"
     stop redis "$(redis_marker)"
-    rm -rf "$run_dir/kafka" "$run_dir/redis" "$registry_dir"
+    rm -rf "$run_dir/kafka" "$run_dir/redis" "$registry_dir" "$tls_dir"
     log "removed Kafka and Redis data under $run_dir"
     ;;
 esac

@@ -78,14 +78,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- toYaml $o }}
 {{- end }}
 
-{{/* MOODSTREAM_KAFKA_OPTIONS: comma-separated key=value, sorted for a stable ConfigMap checksum. */}}
-{{- define "moodstream.kafkaOptions" -}}
+{{/* MOODSTREAM_KAFKA_PROPERTIES: one key=value per line (values may contain commas), sorted for a
+stable ConfigMap checksum. */}}
+{{- define "moodstream.kafkaProperties" -}}
 {{- $o := include "moodstream.kafkaOptionsDict" . | fromYaml }}
 {{- $pairs := list }}
 {{- range $key := keys $o | sortAlpha }}
 {{- $pairs = append $pairs (printf "%s=%s" $key (toString (index $o $key))) }}
 {{- end }}
-{{- join "," $pairs }}
+{{- join "\n" $pairs }}
 {{- end }}
 
 {{/* Termination grace period: drain timeout rounded up to seconds + 10, or the validated explicit value. */}}
@@ -157,15 +158,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and $k.tls.enabled (not $k.tls.existingSecret) (or $k.tls.caKey $k.tls.certKey $k.tls.keyKey) }}
 {{- fail "kafka.tls needs kafka.tls.existingSecret when caKey, certKey or keyKey is set (set caKey to \"\" to use the image's CA store)" }}
 {{- end }}
+{{- if and $k.tls.keyPasswordKey (not $k.tls.keyKey) }}
+{{- fail "kafka.tls.keyPasswordKey needs kafka.tls.keyKey (the encrypted key it unlocks)" }}
+{{- end }}
+{{- if and $k.oauthbearer.existingSecret (not $k.oauthbearer.clientSecretKey) }}
+{{- fail "kafka.oauthbearer.existingSecret needs kafka.oauthbearer.clientSecretKey" }}
+{{- end }}
 {{- if ne (empty $k.tls.certKey) (empty $k.tls.keyKey) }}
 {{- fail "kafka.tls.certKey and kafka.tls.keyKey go together (mutual TLS needs both)" }}
 {{- end }}
 {{- range $key, $value := $k.options }}
-{{- if contains "," (toString $value) }}
-{{- fail (printf "kafka.options.%s contains a comma, which MOODSTREAM_KAFKA_OPTIONS cannot carry" $key) }}
+{{- if contains "\n" (toString $value) }}
+{{- fail (printf "kafka.options.%s contains a line break, which MOODSTREAM_KAFKA_PROPERTIES cannot carry" $key) }}
 {{- end }}
 {{- if regexMatch "(?i)password|secret" $key }}
-{{- fail (printf "kafka.options.%s looks like a secret; kafka.options is stored in a ConfigMap. Use kafka.sasl.existingSecret (or extraEnv with a secretKeyRef)" $key) }}
+{{- fail (printf "kafka.options.%s looks like a secret; kafka.options is stored in a ConfigMap. Use kafka.sasl.existingSecret, kafka.tls.keyPasswordKey or kafka.oauthbearer.existingSecret" $key) }}
 {{- end }}
 {{- end }}
 {{- if hasKey $k.options "session.timeout.ms" }}

@@ -15,7 +15,7 @@
 #     (container images, "Kafka X.Y" in docs) must name the same one
 #   - Alerting rules (deploy/prometheus/alerts.rules.yaml): promtool check rules / check config,
 #     `promtool test rules` (deploy/prometheus/alerts.test.yaml), every alert tested and in the
-#     README's runbook, every metric it reads registered by the worker; the chart's
+#     runbook (docs/operations.md), every metric it reads registered by the worker; the chart's
 #     PrometheusRule carries the same rules
 #   - this script: shellcheck
 #
@@ -452,11 +452,11 @@ rules = [r for g in yaml.safe_load(open("deploy/prometheus/alerts.rules.yaml"))[
 alerts = {r["alert"] for r in rules if "alert" in r}
 tests = yaml.safe_load(open("deploy/prometheus/alerts.test.yaml"))["tests"]
 tested = {t["alertname"] for case in tests for t in case.get("alert_rule_test", []) if t.get("exp_alerts")}
-readme = open("README.md").read().lower()
+readme = open("docs/operations.md").read().lower()
 src = open("src/telemetry/metrics.rs").read()
 registered = {"moodstream_" + m for m in re.findall(r"\x22([a-z_]+)\x22,\s*\x22", src)}
 problems = [f"{a}: no firing test case" for a in sorted(alerts - tested)]
-problems += [f"{a}: no runbook heading (#### {a}) in README.md" for a in sorted(alerts) if f"#### {a.lower()}" not in readme]
+problems += [f"{a}: no runbook heading (### {a}) in docs/operations.md" for a in sorted(alerts) if f"### {a.lower()}" not in readme]
 for r in rules:
     for m in set(re.findall(r"moodstream_[a-z_]+", r["expr"])):
         if m not in registered:

@@ -32,7 +32,7 @@ kafka_conf=$run_dir/kafka/server.properties
 # name:partitions
 demo_topics=(customer-messages:6 customer-messages.dlq:3 emotions:3
   replies.chat:3 replies.email:3 replies.sms:3 replies.voice:3 replies.social:3 replies.other:3
-  escalations:3)
+  escalations:3 feedback:3)
 
 log() { printf 'stack: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -78,6 +78,9 @@ pub enum Command {
     Bench(BenchConfig),
     /// Produce realistic sample customer messages to Kafka (the demo's traffic).
     DemoProduce(DemoProduceConfig),
+    /// The agent console: a web app showing open conversations, drafts and surges live, turning
+    /// agent actions into feedback events.
+    Console(Box<crate::console::ConsoleConfig>),
 }
 
 /// Wire format of a topic's values.

@@ -6,6 +6,7 @@ pub mod batcher;
 pub mod bench;
 pub mod classify;
 pub mod config;
+pub mod console;
 pub mod decode;
 pub mod demo;
 pub mod escalation;

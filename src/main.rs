@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use moodstream::config::{self, Cli, Command};
-use moodstream::{bench, classify, demo, telemetry, worker};
+use moodstream::{bench, classify, console, demo, telemetry, worker};
 
 fn main() -> ExitCode {
     if let Err(e) = config::load_config_file(std::env::args()) {
@@ -39,6 +39,7 @@ fn main() -> ExitCode {
                 telemetry::init_cli_logging();
                 bench::run(cfg).await.map(|()| ExitCode::SUCCESS)
             }
+            Command::Console(cfg) => console::run(*cfg).await.map(|()| ExitCode::SUCCESS),
             Command::DemoProduce(cfg) => {
                 telemetry::init_cli_logging();
                 demo::produce(cfg).await.map(|()| ExitCode::SUCCESS)

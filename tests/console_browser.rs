@@ -667,3 +667,54 @@ fn console_refuses_to_listen_beyond_localhost_without_authentication() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--tokens-file or --auth-proxy"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feedback_send_that_fails_is_shown_to_the_agent_with_its_http_error() {
+    let topics = TestTopics::create("console-fail", 1, 1).await;
+    // Never created, and the local broker does not auto-create topics: every send fails.
+    let feedback = unique("console-missing-feedback");
+    let tag = unique("cf");
+    let e = emotion(&tag, "a", "conv-a", "m-a");
+    produce_raw(
+        &topics.emotions,
+        &[(
+            e.conversation_id.clone(),
+            serde_json::to_vec(&e).unwrap(),
+            vec![],
+        )],
+    )
+    .await;
+    let d = draft(&tag, "conv-a", "m-a");
+    produce_raw(
+        &topics.reply_topic("chat"),
+        &[(
+            d.conversation_id.clone(),
+            serde_json::to_vec(&d).unwrap(),
+            vec![],
+        )],
+    )
+    .await;
+    let console = Console::start(&topics, &feedback, &["--feedback-timeout-ms", "3000"]);
+    let url = console.url.clone();
+    let conv = format!("{tag}-conv-a");
+    tokio::task::spawn_blocking(move || {
+        let mut b = Browser::launch();
+        b.open(&format!("{url}/"));
+        let li = format!("document.querySelector('li[data-conversation={}]')", js_str(&conv));
+        b.wait_for("the conversation", &li);
+        b.eval(&format!("{li}.click()"));
+        b.wait_for("the draft", "document.querySelector('button[data-action=accept]')");
+        b.eval("document.querySelector('button[data-action=accept]').click()");
+        let shown = b.wait_for(
+            "the send failure",
+            "!document.querySelector('#error').hidden && document.querySelector('#error').textContent",
+        );
+        let shown = shown.as_str().unwrap().to_string();
+        b.screenshot("console-3-send-failed.png");
+        assert!(shown.contains("HTTP 502") && shown.contains("not delivered"), "{shown}");
+        let still_queued = b.eval(&format!("{li} !== null"));
+        assert_eq!(still_queued, json!(true), "a failed accept must leave the conversation open");
+    })
+    .await
+    .expect("browser task");
+}

@@ -255,6 +255,45 @@ mod tests {
     }
 
     #[test]
+    fn json_events_have_exactly_the_fields_of_both_published_schemas() {
+        let json_schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../schemas/feedback_event.schema.json"))
+                .expect("JSON Schema parses");
+        let avro: serde_json::Value =
+            serde_json::from_str(contracts::FEEDBACK_EVENT).expect("Avro schema parses");
+        let avro_fields: Vec<&str> = avro["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        let required: Vec<&str> = json_schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert_eq!(required, avro_fields);
+        let ev = build(req(Action::Accept), facts(true), "alice", 1).unwrap();
+        let json = serde_json::to_value(&ev).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want = avro_fields.clone();
+        keys.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(keys, want, "every field present, null where empty");
+        let actions = &json_schema["properties"]["action"]["enum"];
+        assert_eq!(
+            actions,
+            &serde_json::json!(["accept", "edit_send", "reject", "relabel"])
+        );
+    }
+
+    #[test]
     fn events_encode_as_the_published_avro_schema() {
         let mut r = req(Action::EditSend);
         r.edited_text = Some("Sorry about that".into());

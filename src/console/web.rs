@@ -123,15 +123,20 @@ async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> 
             .into_response();
     }
     let secure = if app.secure_cookie { "; Secure" } else { "" };
+    set_cookie_and_go(format!("{token}{secure}"), "/")
+}
+
+/// Sets the sign-in cookie to `value` (with its attributes appended) and redirects.
+fn set_cookie_and_go(value: String, location: &'static str) -> Response {
     let cookie = format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Strict{secure}",
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict",
         auth::COOKIE
     );
     (
         StatusCode::SEE_OTHER,
         [
             (header::SET_COOKIE, cookie),
-            (header::LOCATION, "/".to_string()),
+            (header::LOCATION, location.to_string()),
         ],
     )
         .into_response()
@@ -141,18 +146,7 @@ async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if auth::same_origin(&Method::POST, &headers, true, &app.allowed_origins).is_err() {
         return error(StatusCode::FORBIDDEN, "cross-site request refused");
     }
-    let cookie = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
-        auth::COOKIE
-    );
-    (
-        StatusCode::SEE_OTHER,
-        [
-            (header::SET_COOKIE, cookie),
-            (header::LOCATION, "/login".to_string()),
-        ],
-    )
-        .into_response()
+    set_cookie_and_go("; Max-Age=0".to_string(), "/login")
 }
 
 fn percent_decode(s: &str) -> String {

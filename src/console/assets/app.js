@@ -81,8 +81,12 @@ function renderQueue() {
   }));
 }
 
-async function sendFeedback(body, eventId) {
-  const id = eventId || (crypto.randomUUID ? crypto.randomUUID() : fallbackUuid());
+const retryIds = new Map(); // "<message>/<action>" → event id of a send that failed: a retry reuses it
+
+async function sendFeedback(body) {
+  const retryKey = `${body.message_id}/${body.action}`;
+  const id = retryIds.get(retryKey) || (crypto.randomUUID ? crypto.randomUUID() : fallbackUuid());
+  retryIds.set(retryKey, id);
   let res;
   try {
     res = await fetch("/api/feedback", {
@@ -100,6 +104,7 @@ async function sendFeedback(body, eventId) {
     showError(`Feedback not sent: HTTP ${res.status} ${detail}`);
     return false;
   }
+  retryIds.delete(retryKey);
   showError("");
   lastSent = `${body.action} sent (${id.slice(0, 8)})`;
   const note = document.getElementById("sent");

@@ -2,7 +2,8 @@
 # The demo (README): sets up and starts the local stack (Kafka KRaft + Redis), builds and starts
 # the worker, produces ~425 realistic customer messages across five channels (calm traffic, one
 # customer getting angrier turn by turn, a surge of negative messages on acme/social), waits
-# until every one is processed, then shows the emotion labels, drafted replies and escalations.
+# until every one is processed, then shows the emotion labels, drafted replies and escalations,
+# and leaves the agent console running on a printed URL (DEMO_CONSOLE_PORT, default 8090).
 #
 #   scripts/demo.sh                 COUNT=1000 scripts/demo.sh       KEEP_WORKER=1 leaves it running
 set -euo pipefail
@@ -52,3 +53,20 @@ consume '^emotions$' >"$run_dir/emotions.jsonl"
 consume '^replies\..*' >"$run_dir/replies.jsonl"
 consume '^escalations$' >"$run_dir/escalations.jsonl"
 python3 scripts/demo_report.py "$run_dir" "$tag"
+
+# The agent console stays up after the script (the worker stops unless KEEP_WORKER=1); a
+# previous demo's console is stopped first, by its pid file.
+console_port=${DEMO_CONSOLE_PORT:-8090}
+if [[ -s $run_dir/console.pid ]] && grep -qa console "/proc/$(<"$run_dir/console.pid")/cmdline" 2>/dev/null; then
+  kill -TERM "$(<"$run_dir/console.pid")" && sleep 0.5
+fi
+nohup "$bin" console --bind "127.0.0.1:$console_port" --group "moodstream-console-demo-$tag" \
+  --log-format text >"$run_dir/console.log" 2>&1 </dev/null &
+echo $! >"$run_dir/console.pid"
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$console_port/api/me" >/dev/null 2>&1 && break
+  kill -0 "$(<"$run_dir/console.pid")" 2>/dev/null || { cat "$run_dir/console.log"; exit 1; }
+  sleep 0.2
+done
+echo "== agent console: http://127.0.0.1:$console_port/ (the demo's conversations; conversation ids start with $tag)"
+echo "   stop it with: kill \$(cat $run_dir/console.pid)"

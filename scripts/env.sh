@@ -45,3 +45,8 @@ moodstream_build_deps() {
   moodstream_apt_ensure build-essential cmake pkg-config libssl-dev zlib1g-dev \
     libcurl4-openssl-dev libsasl2-dev unzip
 }
+
+# Debian's Chromium (headless) and a font for the console's browser test (tests/console_browser.rs).
+moodstream_browser_deps() {
+  moodstream_apt_ensure chromium fonts-dejavu-core
+}

@@ -11,6 +11,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 moodstream_build_deps
 scripts/setup-ort.sh >/dev/null
+# Only the console's browser test needs Chromium: the whole suite, or a run naming it.
+if (($# == 0)) || [[ " $* " == *console* ]]; then
+  moodstream_browser_deps
+fi
 
 if [[ ${MOODSTREAM_KEEP_STACK:-0} != 1 ]]; then
   # Set before `up` so a half-started stack is stopped too; the script's exit status is kept.

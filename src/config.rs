@@ -160,6 +160,9 @@ pub enum Command {
     DemoProduce(DemoProduceConfig),
     /// Load generator for a running worker's HTTP API: reports throughput and p50/p99 latency.
     BenchApi(BenchApiConfig),
+    /// The agent console: a web app showing open conversations, drafts and surges live, turning
+    /// agent actions into feedback events.
+    Console(Box<crate::console::ConsoleConfig>),
 }
 
 /// Wire format of a topic's values.

@@ -402,7 +402,7 @@ async fn produce_steady(
 /// Prefixes the ids and the tenant with the run tag, so runs never share escalation state
 /// (surge windows are per tenant and channel: an earlier soak's traffic would otherwise be the
 /// next demo's baseline).
-fn tag(msg: &mut CustomerMessage, run_tag: &str) {
+pub fn tag(msg: &mut CustomerMessage, run_tag: &str) {
     for id in [
         &mut msg.message_id,
         &mut msg.conversation_id,

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bench_api;
 pub mod classify;
 pub mod config;
+pub mod console;
 pub mod decode;
 pub mod demo;
 pub mod escalation;

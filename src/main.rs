@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use moodstream::config::{self, Command};
-use moodstream::{bench, bench_api, classify, demo, telemetry, worker};
+use moodstream::{bench, bench_api, classify, console, demo, telemetry, worker};
 
 fn main() -> ExitCode {
     let cli = match config::parse_with_config_file() {
@@ -45,6 +45,7 @@ fn main() -> ExitCode {
                 telemetry::init_cli_logging();
                 bench_api::run(cfg).await.map(|()| ExitCode::SUCCESS)
             }
+            Command::Console(cfg) => console::run(*cfg).await.map(|()| ExitCode::SUCCESS),
             Command::DemoProduce(cfg) => {
                 telemetry::init_cli_logging();
                 demo::produce(cfg).await.map(|()| ExitCode::SUCCESS)

@@ -48,6 +48,7 @@ pub mod contracts {
     pub const EMOTION_RESULT: &str = include_str!("../schemas/emotion_result.avsc");
     pub const DRAFT_REPLY: &str = include_str!("../schemas/draft_reply.avsc");
     pub const ESCALATION_EVENT: &str = include_str!("../schemas/escalation_event.avsc");
+    pub const FEEDBACK_EVENT: &str = include_str!("../schemas/feedback_event.avsc");
 }
 
 /// Parses one of the compiled-in [`contracts`].
@@ -591,6 +592,7 @@ mod tests {
             (contracts::EMOTION_RESULT, "emotion_result.avsc"),
             (contracts::DRAFT_REPLY, "draft_reply.avsc"),
             (contracts::ESCALATION_EVENT, "escalation_event.avsc"),
+            (contracts::FEEDBACK_EVENT, "feedback_event.avsc"),
         ] {
             assert_eq!(
                 contract(text),

@@ -266,7 +266,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     }
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("installing SIGTERM handler");
     tokio::select! {

@@ -48,7 +48,7 @@ scram_user=moodstream
 # name:partitions
 demo_topics=(customer-messages:6 customer-messages.dlq:3 emotions:3
   replies.chat:3 replies.email:3 replies.sms:3 replies.voice:3 replies.social:3 replies.other:3
-  escalations:3)
+  escalations:3 feedback:3)
 
 registry_port=${SCHEMA_REGISTRY_PORT:-$((kafka_port + 10))}
 registry_tls_port=${SCHEMA_REGISTRY_TLS_PORT:-$((kafka_port + 11))}

@@ -274,7 +274,7 @@ proptest! {
     ) {
         let bytes = super::wire_format(id, &body);
         let result = decode_checked(&decoder(), Some(&bytes), Format::Avro)?;
-        if !(1..=4).contains(&id) {
+        if !(1..=5).contains(&id) {
             prop_assert_eq!(result, Err(DecodeError::UnknownSchema(id)));
         }
     }

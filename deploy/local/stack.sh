@@ -210,6 +210,7 @@ kafka_tool() {
     kafka-console-producer) class=org.apache.kafka.tools.ConsoleProducer ;;
     kafka-get-offsets) class=org.apache.kafka.tools.GetOffsetShell ;;
     kafka-configs) class=kafka.admin.ConfigCommand ;;
+    kafka-acls) class=org.apache.kafka.tools.AclCommand ;;
     kafka-features) class=org.apache.kafka.tools.FeatureCommand ;;
     kafka-metadata-quorum) class=org.apache.kafka.tools.MetadataQuorumCommand ;;
     kafka-delete-records) class=org.apache.kafka.tools.DeleteRecordsCommand ;;
@@ -310,7 +311,11 @@ EOF
   if [[ $secure == 1 ]]; then
     cat >>"$kafka_conf" <<EOF
 # MOODSTREAM_KAFKA_SECURE=1: SASL_SSL (SCRAM-SHA-512) and mutual TLS listeners, certificates
-# from $tls_dir. No authorizer: any authenticated client may do anything.
+# from $tls_dir. An authorizer with no ACLs but the tests' own: the controller, the broker and
+# PLAINTEXT clients are ANONYMOUS (super user); authenticated clients may do what no ACL denies.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+allow.everyone.if.no.acl.found=true
 ssl.keystore.type=PKCS12
 ssl.keystore.location=$tls_dir/broker.p12
 ssl.keystore.password=$(<"$tls_dir/keystore-password")
@@ -325,7 +330,7 @@ EOF
 
 kafka_up() {
   if alive kafka "$(kafka_marker)"; then
-    if [[ $secure == 1 ]] && ! grep -q "^listeners=.*MTLS://" "$kafka_conf"; then
+    if [[ $secure == 1 ]] && ! grep -q "^authorizer.class.name=" "$kafka_conf"; then
       log "kafka runs without the secured listeners (MOODSTREAM_KAFKA_SECURE=1): restarting it"
       stop kafka "$(kafka_marker)"
     else

@@ -190,13 +190,8 @@ async fn a_topic_the_worker_may_not_read_fails_healthz_and_is_counted() {
     ]);
     let flags = sasl_ssl_flags(&dir, &dir.join("scram-password"));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let worker = Worker::start_with_env(
-        &unique("denied-group"),
-        &topics,
-        &flags,
-        Stdio::null(),
-        &[],
-    );
+    let worker =
+        Worker::start_with_env(&unique("denied-group"), &topics, &flags, Stdio::null(), &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let body = loop {
         if let Some((503, body)) = worker.get("/healthz") {

@@ -413,44 +413,92 @@ fn draft(tag: &str, conv: &str, msg: &str) -> moodstream::reply::DraftReply {
     }
 }
 
+/// Runs blocking HTTP on its own thread (reqwest's blocking client must not run on an async
+/// task).
+fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        moodstream::telemetry::install_tls_provider();
+        f()
+    })
+    .join()
+    .expect("HTTP thread")
+}
+
+fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// (status, body, `Set-Cookie`) of one request; no redirects followed.
+fn http_full(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String, Option<String>) {
+    let (method, url, headers, body) = (
+        reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method"),
+        url.to_string(),
+        owned(headers),
+        body.map(str::to_string),
+    );
+    off_runtime(move || {
+        let client = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client");
+        let mut req = client.request(method.clone(), &url);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let res = req.send().unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = res.status().as_u16();
+        let cookie = res
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        (status, res.text().unwrap_or_default(), cookie)
+    })
+}
+
 /// (status, body) of one request; no redirects followed.
 fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
-    let agent = ureq::AgentBuilder::new().redirects(0).build();
-    let mut req = agent.request(method, url);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let res = match body {
-        Some(b) => req.send_string(b),
-        None => req.call(),
-    };
-    match res {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("{method} {url}: {e}"),
-    }
+    let (status, body, _) = http_full(method, url, headers, body);
+    (status, body)
 }
 
 /// The first event of `/events` (the snapshot) as seen with `headers`.
 fn snapshot(url: &str, headers: &[(&str, &str)]) -> Value {
-    let mut req = ureq::get(&format!("{url}/events"));
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let res = req.call().expect("events stream");
-    let mut lines = BufReader::new(res.into_reader()).lines();
-    let mut event = String::new();
-    for line in lines.by_ref() {
-        let line = line.expect("SSE line");
-        if let Some(e) = line.strip_prefix("event: ") {
-            event = e.to_string();
+    let (url, headers) = (format!("{url}/events"), owned(headers));
+    off_runtime(move || {
+        let mut req = reqwest::blocking::Client::new().get(&url);
+        for (k, v) in headers {
+            req = req.header(k, v);
         }
-        if let Some(data) = line.strip_prefix("data: ") {
-            assert_eq!(event, "snapshot", "the stream starts with a snapshot");
-            return serde_json::from_str(data).expect("snapshot JSON");
+        let res = req
+            .send()
+            .and_then(|r| r.error_for_status())
+            .expect("events stream");
+        let mut lines = BufReader::new(res).lines();
+        let mut event = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("SSE line");
+            if let Some(e) = line.strip_prefix("event: ") {
+                event = e.to_string();
+            }
+            if let Some(data) = line.strip_prefix("data: ") {
+                assert_eq!(event, "snapshot", "the stream starts with a snapshot");
+                return serde_json::from_str(data).expect("snapshot JSON");
+            }
         }
-    }
-    panic!("the stream ended without a snapshot");
+        panic!("the stream ended without a snapshot");
+    })
 }
 
 fn conversation_ids(snap: &Value) -> Vec<String> {
@@ -548,15 +596,17 @@ async fn console_requires_a_token_scopes_by_tenant_and_refuses_cross_site_feedba
     );
 
     // Sign-in sets an HttpOnly SameSite=Strict cookie.
-    let agent = ureq::AgentBuilder::new().redirects(0).build();
-    let res = agent
-        .post(&format!("{url}/login"))
-        .set("Origin", &url)
-        .set("Content-Type", "application/x-www-form-urlencoded")
-        .send_string(&format!("token={alice}"))
-        .expect("login");
-    assert_eq!(res.status(), 303);
-    let cookie = res.header("set-cookie").expect("cookie").to_string();
+    let (status, _, cookie) = http_full(
+        "POST",
+        &format!("{url}/login"),
+        &[
+            ("Origin", &url),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        Some(&format!("token={alice}")),
+    );
+    assert_eq!(status, 303);
+    let cookie = cookie.expect("cookie");
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"

@@ -141,14 +141,16 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(cfg: &ConsoleConfig, registry: Arc<SchemaRegistry>) -> anyhow::Result<Sender> {
-        let mut defaults = rdkafka::ClientConfig::new();
-        defaults.set("linger.ms", "0");
-        let mut config = cfg.kafka.apply(defaults);
         // Lossless: the guarantees the operator's pass-through options may not weaken.
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", cfg.feedback_timeout_ms.to_string());
+        let config = cfg.kafka.client_config(
+            crate::config::Client::Producer,
+            &[("linger.ms", "0".to_string())],
+            &[
+                ("enable.idempotence", "true".to_string()),
+                ("acks", "all".to_string()),
+                ("message.timeout.ms", cfg.feedback_timeout_ms.to_string()),
+            ],
+        )?;
         let avro = match cfg.output_format {
             Format::Avro => {
                 let schema = contract(contracts::FEEDBACK_EVENT);

@@ -19,7 +19,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::config::{Format, KafkaConfig};
+use crate::config::{Client, Format, KafkaConfig};
 use crate::decode::{Decoder, Limits as DecodeLimits, split_wire_format};
 use crate::schema::{SchemaRegistry, contract, contracts};
 use auth::Auth;
@@ -225,12 +225,18 @@ async fn consume(
     registry: Arc<SchemaRegistry>,
     requests: mpsc::Sender<Request>,
 ) -> anyhow::Result<()> {
-    let mut client = cfg.kafka.client_config();
-    client
-        .set("group.id", &cfg.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("topic.metadata.refresh.interval.ms", "5000");
+    let client = cfg.kafka.client_config(
+        Client::Consumer,
+        &[
+            ("auto.offset.reset", "earliest".to_string()),
+            ("topic.metadata.refresh.interval.ms", "5000".to_string()),
+        ],
+        // The console commits nothing: each start reads what the topics retain.
+        &[
+            ("group.id", cfg.group.clone()),
+            ("enable.auto.commit", "false".to_string()),
+        ],
+    )?;
     let consumer: StreamConsumer = client.create().context("Kafka consumer")?;
     let inputs: Vec<String> = cfg
         .topics

@@ -668,6 +668,7 @@ mod tests {
     fn escalation(conv: &str, severity: Severity) -> Record {
         Record::Escalation(Box::new(EscalationEvent {
             escalation_id: "e".into(),
+            incident_id: Some("e".into()),
             kind: EscalationKind::ConversationTrend,
             severity,
             reasons: vec![],

@@ -270,7 +270,20 @@ pub fn connect(
             .iter()
             .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
     };
+    // A topic the client may not describe is reported without partitions, as if missing.
+    let denied = |topic: &str| {
+        metadata.topics().iter().any(|t| {
+            t.name() == topic
+                && t.error().is_some_and(|e| {
+                    RDKafkaErrorCode::from(e) == RDKafkaErrorCode::TopicAuthorizationFailed
+                })
+        })
+    };
     for topic in &cfg.topics {
+        anyhow::ensure!(
+            !denied(topic),
+            "not authorised to read input topic `{topic}` (check the Kafka ACLs of this client)"
+        );
         anyhow::ensure!(
             exists(topic),
             "input topic `{topic}` does not exist (the worker never creates its input topics)"

@@ -165,16 +165,20 @@ async fn wrong_scram_password_is_a_fatal_authentication_error() {
     assert!(!logs.contains(wrong_password), "the password was logged");
 }
 
-/// Issue 14: consumer errors such as a topic the worker may not read were only logged: `/healthz`
-/// said ok and no metric counted them. Now `/healthz` fails, naming the authorisation error, and
-/// `moodstream_consumer_errors_total{kind="authorization"}` counts it. (The broker denies this
-/// test's SCRAM user reading its topic with an ACL.)
+/// Issue 14: consumer errors such as a group the worker may not join were only logged:
+/// `/healthz` said ok and no metric counted them. Now `/healthz` fails, naming the authorisation
+/// error, and `moodstream_consumer_errors_total{kind="authorization"}` counts it. (The broker
+/// denies this test's SCRAM user its consumer group with an ACL.)
 #[tokio::test(flavor = "multi_thread")]
-async fn a_topic_the_worker_may_not_read_fails_healthz_and_is_counted() {
+async fn a_group_the_worker_may_not_join_fails_healthz_and_is_counted() {
     let dir = tls_dir();
     let topics = TestTopics::create("denied", 1, 1).await;
-    let input = &topics.inputs[0];
-    produce_json(input, &[message("denied", 0, 1, "Where is my parcel?")]).await;
+    produce_json(
+        &topics.inputs[0],
+        &[message("denied", 0, 1, "Where is my parcel?")],
+    )
+    .await;
+    let group = unique("denied-group");
     stack(&[
         "kafka",
         "kafka-acls",
@@ -185,13 +189,12 @@ async fn a_topic_the_worker_may_not_read_fails_healthz_and_is_counted() {
         "User:moodstream",
         "--operation",
         "Read",
-        "--topic",
-        input,
+        "--group",
+        &group,
     ]);
     let flags = sasl_ssl_flags(&dir, &dir.join("scram-password"));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let worker =
-        Worker::start_with_env(&unique("denied-group"), &topics, &flags, Stdio::null(), &[]);
+    let worker = Worker::start_with_env(&group, &topics, &flags, Stdio::null(), &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let body = loop {
         if let Some((503, body)) = worker.get("/healthz") {
@@ -212,7 +215,7 @@ async fn a_topic_the_worker_may_not_read_fails_healthz_and_is_counted() {
     );
     assert!(
         read_to_end(&[&topics.emotions], Duration::from_secs(30)).is_empty(),
-        "nothing read from a denied topic"
+        "nothing processed without the group"
     );
     drop(worker);
 }

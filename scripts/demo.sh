@@ -36,8 +36,9 @@ done
 
 echo "== producing sample traffic"
 start=$(date +%s.%N)
-"$bin" demo-produce --count "$count" --run-tag "$tag"
-total=$((count + 125))
+produced=$("$bin" demo-produce --count "$count" --run-tag "$tag")
+echo "$produced"
+total=$(sed -n 's/^produced \([0-9]*\) messages.*/\1/p' <<<"$produced")
 until [[ $(metric moodstream_messages_consumed_total) -ge $total && $(metric moodstream_in_flight_messages) -eq 0 ]]; do
   kill -0 $worker 2>/dev/null || { cat "$run_dir/worker.log"; exit 1; }
   sleep 0.2

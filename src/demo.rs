@@ -357,7 +357,7 @@ pub async fn produce(cfg: DemoProduceConfig) -> anyhow::Result<()> {
     }
     producer.flush(Duration::from_secs(10))?;
     println!(
-        "produced {} messages to {} ({} background, 80 calm on acme/social, 5 in an escalating conversation, 40 in a surge on acme/social)",
+        "produced {} messages to {} ({} background, 80 calm on acme/social, 5 in each of two escalating conversations (English, Chinese), 40 in a surge on acme/social)",
         messages.len(),
         cfg.topic,
         cfg.count

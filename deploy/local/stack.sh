@@ -348,9 +348,13 @@ kafka_up() {
   install_kafka
   write_kafka_conf
   if [[ ! -f $run_dir/kafka/data/meta.properties ]]; then
-    # A KRaft cluster id is 16 random bytes, base64url without padding.
-    kafka_tool kafka-storage format -c "$kafka_conf" \
-      -t "$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')" >/dev/null
+    # A KRaft cluster id is 16 random bytes, base64url without padding; one starting with '-'
+    # would be read as an option by kafka-storage, so draw again.
+    local cluster_id=-
+    while [[ $cluster_id == -* ]]; do
+      cluster_id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    done
+    kafka_tool kafka-storage format -c "$kafka_conf" -t "$cluster_id" >/dev/null
   fi
   # setsid: its own session, so Ctrl-C in the shell that ran `up` does not take the broker down.
   # The inner shell writes its own pid then execs java, so the pid file is right even if setsid forks.

@@ -21,8 +21,7 @@ fn free_addr() -> String {
     format!("127.0.0.1:{}", l.local_addr().unwrap().port())
 }
 
-/// POSTs `body` to the API; (status, parsed JSON body, `WWW-Authenticate`). Blocking, on its
-/// own thread (reqwest's blocking client must not run on an async task).
+/// POSTs `body` to the API; (status, parsed JSON body, `WWW-Authenticate`).
 fn post(
     api: &str,
     route: &str,
@@ -35,8 +34,7 @@ fn post(
         key.map(str::to_owned),
         body.to_owned(),
     );
-    std::thread::spawn(move || {
-        moodstream::telemetry::install_tls_provider();
+    off_runtime(move || {
         let mut req = reqwest::blocking::Client::new()
             .post(url)
             .header("Content-Type", "application/json")
@@ -57,8 +55,6 @@ fn post(
             .unwrap_or_else(|e| panic!("POST {route}: {status} answer is not JSON ({e}): {text}"));
         (status, json, auth)
     })
-    .join()
-    .expect("HTTP POST thread")
 }
 
 fn messages(prefix: &str, n: usize) -> serde_json::Value {
@@ -268,13 +264,11 @@ async fn api_refuses_bad_requests_with_json_errors_and_requires_the_bearer_token
 
     // The OpenAPI document is open, parses, and lists both routes.
     let url = format!("http://{api}/openapi.json");
-    let doc = std::thread::spawn(move || {
+    let doc = off_runtime(move || {
         reqwest::blocking::get(url)
             .and_then(|r| r.error_for_status())
             .and_then(|r| r.text())
     })
-    .join()
-    .expect("HTTP GET thread")
     .expect("/openapi.json answers without a token");
     let doc: serde_json::Value = serde_json::from_str(&doc).expect("OpenAPI is JSON");
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

@@ -413,17 +413,6 @@ fn draft(tag: &str, conv: &str, msg: &str) -> moodstream::reply::DraftReply {
     }
 }
 
-/// Runs blocking HTTP on its own thread (reqwest's blocking client must not run on an async
-/// task).
-fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        moodstream::telemetry::install_tls_provider();
-        f()
-    })
-    .join()
-    .expect("HTTP thread")
-}
-
 fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
     headers
         .iter()

@@ -75,8 +75,7 @@ impl Registry {
         .expect("a list of versions")
     }
 
-    /// One authenticated request, on its own thread (reqwest's blocking client must not run on
-    /// an async task).
+    /// One authenticated request.
     fn call(
         &self,
         method: reqwest::Method,
@@ -88,8 +87,7 @@ impl Registry {
             self.user.clone(),
             self.password.clone(),
         );
-        std::thread::spawn(move || {
-            moodstream::telemetry::install_tls_provider();
+        off_runtime(move || {
             let mut req = reqwest::blocking::Client::new()
                 .request(method, &url)
                 .basic_auth(user, Some(password));
@@ -103,8 +101,6 @@ impl Registry {
                 .and_then(|r| r.json())
                 .unwrap_or_else(|e| panic!("{url}: {e}"))
         })
-        .join()
-        .expect("registry request thread")
     }
 }
 

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+/// Secret flags hide their value from `Debug` (shared with the Redis password and the webhook).
+pub use crate::escalation::Secret;
+
 /// Which client a set of properties is for: `consumer.`- and `producer.`-prefixed properties
 /// apply to that client only (prefix removed), unprefixed ones to every client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,41 +71,6 @@ pub struct KafkaConfig {
     /// the flag, or comma-separate in the environment variable.
     #[arg(long, env = "MOODSTREAM_KAFKA_SECRET_FILES", value_delimiter = ',', value_parser = parse_secret_file)]
     pub kafka_secret_file: Vec<(String, PathBuf)>,
-}
-
-/// A secret value: `Debug` and `Display` print `<redacted>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<String> for Secret {
-    fn from(s: String) -> Self {
-        Secret(s)
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_string()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
 }
 
 /// Why the Kafka settings cannot be used. Never carries a secret value.

@@ -386,17 +386,13 @@ impl Worker {
     }
 
     /// GET `path` from the worker's HTTP server: status and body, `None` when unreachable.
-    /// Blocking, on its own thread (reqwest's blocking client must not run on an async task).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let url = format!("http://{}{}", self.http, path);
-        std::thread::spawn(move || {
-            moodstream::telemetry::install_tls_provider();
+        off_runtime(move || {
             let resp = reqwest::blocking::get(url).ok()?;
             let status = resp.status().as_u16();
             Some((status, resp.text().unwrap_or_default()))
         })
-        .join()
-        .expect("HTTP GET thread")
     }
 
     /// Waits until /readyz says ready (safety-net timeout).
@@ -521,4 +517,15 @@ pub fn stack(args: &[&str]) {
         .status()
         .expect("deploy/local/stack.sh");
     assert!(status.success(), "stack.sh {args:?} failed");
+}
+
+/// Runs blocking HTTP (reqwest's blocking client) on its own thread: it must not run on an
+/// async task, and the tests are async.
+pub fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        moodstream::telemetry::install_tls_provider();
+        f()
+    })
+    .join()
+    .expect("HTTP thread")
 }

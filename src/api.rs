@@ -29,7 +29,7 @@ use crate::config::ApiConfig;
 use crate::message::{CustomerMessage, EmotionResult};
 use crate::pipeline::post::{emotion_result, now_ms};
 use crate::pipeline::{Job, Origin, Outcome};
-use crate::reply::{DraftReply, ReplyDrafter};
+use crate::reply::{DraftReply, LiveDrafter};
 use crate::telemetry::metrics;
 use crate::telemetry::trace::MessageTrace;
 
@@ -41,8 +41,7 @@ pub const SOURCE_TOPIC: &str = "http";
 pub struct Api {
     /// `None` once closed (shutdown): the pipeline can then drain and stop.
     jobs: RwLock<Option<crossbeam_channel::Sender<Job>>>,
-    drafter: Arc<ReplyDrafter>,
-    model_version: String,
+    drafter: LiveDrafter,
     key: Option<String>,
     max_messages: usize,
     max_text_chars: usize,
@@ -55,13 +54,11 @@ impl Api {
         cfg: &ApiConfig,
         key: Option<String>,
         jobs: crossbeam_channel::Sender<Job>,
-        drafter: Arc<ReplyDrafter>,
-        model_version: String,
+        drafter: LiveDrafter,
     ) -> Arc<Api> {
         Arc::new(Api {
             jobs: RwLock::new(Some(jobs)),
             drafter,
-            model_version,
             key,
             max_messages: cfg.api_max_messages,
             max_text_chars: cfg.api_max_text_chars,
@@ -128,9 +125,9 @@ impl Api {
                     msg,
                     scored,
                     language,
+                    model_version,
                 }) => {
-                    let emotion =
-                        emotion_result(&msg, &scored, language, &origin, &self.model_version);
+                    let emotion = emotion_result(&msg, &scored, language, &origin, &model_version);
                     results.push((*msg, emotion));
                 }
                 // The tokenizer refused the text: the caller's input.
@@ -368,7 +365,7 @@ async fn draft(State(api): State<Arc<Api>>, body: Result<Bytes, BytesRejection>)
         Err(e) => return e.into_response(),
     };
     // Drafting costs tens of µs a message: off the async runtime.
-    let drafter = api.drafter.clone();
+    let drafter = api.drafter.load_full();
     let drafted = tokio::task::spawn_blocking(move || {
         let now = now_ms();
         results

@@ -17,7 +17,7 @@ use crate::config::{BenchConfig, Format};
 use crate::decode::{Decoder, Limits};
 use crate::demo::{Rng, realistic_texts, synthetic};
 use crate::message::CustomerMessage;
-use crate::model::{Encoded, Engine, Model, ModelError, Tokenizer};
+use crate::model::{Encoded, Engine, LiveModel, Model, ModelError, Tokenizer};
 use crate::pipeline::{self, Enricher, Job, Origin};
 use crate::reply::ReplyDrafter;
 use crate::schema::SchemaRegistry;
@@ -295,10 +295,11 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
     };
     let enricher = Enricher {
         escalator: None,
-        drafter: cfg.draft_replies.then(|| Arc::new(ReplyDrafter::builtin())),
+        drafter: cfg.draft_replies.then(|| ReplyDrafter::builtin().live()),
         draft_threads: cfg.draft.threads(),
-        model_version: model.scorer.model_version.clone(),
+        shadow: None,
     };
+    let model = LiveModel::new(model, &cfg.model.model_dir);
     let decoder = Decoder::new(
         Limits {
             max_message_bytes: 1 << 20,

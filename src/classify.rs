@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use crate::config::{ClassifyConfig, Format};
 use crate::decode::{Decoder, Limits};
-use crate::model::Model;
+use crate::model::{LiveModel, Model};
 use crate::pipeline::{self, Enricher, Origin, Unscored};
 use crate::schema::SchemaRegistry;
 use crate::telemetry::trace::MessageTrace;
@@ -29,8 +29,9 @@ pub async fn run(cfg: ClassifyConfig) -> anyhow::Result<usize> {
         escalator: None,
         drafter: None,
         draft_threads: 1,
-        model_version: model.scorer.model_version.clone(),
+        shadow: None,
     };
+    let model = LiveModel::new(model, &cfg.model.model_dir);
     let (inlet, mut processed, _) = pipeline::spawn(model, &cfg.model, enricher);
 
     let input: Box<dyn BufRead + Send> = match &cfg.input {

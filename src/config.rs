@@ -510,6 +510,7 @@ pub struct RunConfig {
     )]
     pub escalation_topic: String,
     /// Reply templates and per-channel topic mapping (YAML); the shipped default when unset.
+    /// A reload re-reads it (new reply topics need a restart).
     #[arg(long, env = "MOODSTREAM_REPLY_CONFIG")]
     pub reply_config: Option<PathBuf>,
     /// Disable reply drafting (no replies.* outputs).
@@ -568,9 +569,23 @@ pub struct RunConfig {
     /// the same partitions back without a rebalance. Unique per replica.
     #[arg(long, env = "MOODSTREAM_GROUP_INSTANCE_ID")]
     pub group_instance_id: Option<String>,
-    /// Address for /metrics, /healthz and /readyz.
+    /// Address for /metrics, /healthz, /readyz and POST /admin/reload.
     #[arg(long, env = "MOODSTREAM_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: String,
+    /// How often to look for changes of the model directory, `--reply-config` and
+    /// `--escalation-thresholds` (a change reloads them once it has held still for one
+    /// interval); 0 turns the file watch off (SIGHUP and POST /admin/reload still reload).
+    #[arg(long, env = "MOODSTREAM_RELOAD_POLL_SECS", default_value_t = 10)]
+    pub reload_poll_secs: u64,
+    /// A candidate model directory to run beside the live model on a sample of messages
+    /// (shadow mode): its labels are never published, only compared
+    /// (`moodstream_shadow_*` metrics).
+    #[arg(long, env = "MOODSTREAM_SHADOW_MODEL_DIR")]
+    pub shadow_model_dir: Option<PathBuf>,
+    /// Share of messages the shadow candidate scores, chosen by message id (the same messages
+    /// on every replica).
+    #[arg(long, env = "MOODSTREAM_SHADOW_SAMPLE_RATE", default_value_t = 0.1)]
+    pub shadow_sample_rate: f64,
     #[command(flatten)]
     pub api: ApiConfig,
     #[command(flatten)]
@@ -598,6 +613,8 @@ pub enum ConfigError {
     TokensBelowSeqLen { tokens: usize, seq: usize },
     #[error("API key: {0}")]
     ApiKeyFile(String),
+    #[error("shadow sample rate {0} is outside (0, 1]")]
+    ShadowSampleRate(f64),
     #[error(transparent)]
     Escalation(#[from] crate::escalation::ConfigError),
     #[error(transparent)]
@@ -634,6 +651,11 @@ impl RunConfig {
         }
         if self.commit_interval_ms == 0 {
             return Err(ConfigError::Zero("commit interval"));
+        }
+        if self.shadow_model_dir.is_some()
+            && !(self.shadow_sample_rate > 0.0 && self.shadow_sample_rate <= 1.0)
+        {
+            return Err(ConfigError::ShadowSampleRate(self.shadow_sample_rate));
         }
         self.escalation.validate()?;
         self.webhook.validate()?;

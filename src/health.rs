@@ -15,11 +15,56 @@ pub struct Health {
     failed: AtomicBool,
     /// The last fatal or authorisation consumer error, and when it was seen.
     consumer_error: Mutex<Option<(String, Instant)>>,
+    /// What `/readyz` says about the model beside ready / not ready.
+    model: Mutex<ModelStatus>,
+}
+
+#[derive(Default)]
+struct ModelStatus {
+    version: String,
+    generation: u64,
+    /// Why the last reload failed, until one succeeds: the previous model is still live.
+    reload_error: Option<String>,
 }
 
 impl Health {
     pub fn set_model_loaded(&self) {
         self.model_loaded.store(true, Ordering::Relaxed);
+    }
+
+    /// The live model, after startup or a successful reload (which clears a reload error).
+    pub fn set_model(&self, version: &str, generation: u64) {
+        let mut m = self.model.lock().expect("health poisoned: bug");
+        m.version = version.to_string();
+        m.generation = generation;
+        m.reload_error = None;
+    }
+
+    /// A reload failed and the previous model stays live. Readiness is unchanged (the worker
+    /// still labels every message), but `/readyz` says so until a reload succeeds.
+    pub fn set_reload_error(&self, reason: String) {
+        self.model
+            .lock()
+            .expect("health poisoned: bug")
+            .reload_error = Some(reason);
+    }
+
+    /// The lines `/readyz` adds after ready / not ready: the live model and a failed reload.
+    pub fn model_detail(&self) -> String {
+        let m = self.model.lock().expect("health poisoned: bug");
+        let mut detail = String::new();
+        if !m.version.is_empty() {
+            detail.push_str(&format!(
+                "model: {} (generation {})\n",
+                m.version, m.generation
+            ));
+        }
+        if let Some(reason) = &m.reload_error {
+            detail.push_str(&format!(
+                "last reload failed, previous model still live: {reason}\n"
+            ));
+        }
+        detail
     }
 
     pub fn set_in_group(&self, v: bool) {

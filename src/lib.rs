@@ -18,6 +18,7 @@ pub mod message;
 pub mod model;
 pub mod offsets;
 pub mod pipeline;
+pub mod reload;
 pub mod reply;
 pub mod retry;
 pub mod schema;

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use crate::config::{Client, Format, KafkaConfig, RunConfig};
 use crate::offsets::OffsetTracker;
 use crate::pipeline::{Origin, Processed, Unscored};
-use crate::reply::ReplyDrafter;
+use crate::reply::LiveDrafter;
 use crate::retry::Backoff;
 use crate::schema::{SchemaError, SchemaRegistry, contract, contracts};
 use crate::source::{self, KafkaConsumer};
@@ -197,7 +197,7 @@ pub struct Sink {
     pub producer: FutureProducer,
     pub encoder: OutputEncoder,
     pub topics: Topics,
-    pub drafter: Option<Arc<ReplyDrafter>>,
+    pub drafter: Option<LiveDrafter>,
     pub tracker: Arc<OffsetTracker>,
     pub consumer: Arc<KafkaConsumer>,
     /// Exactly-once mode: how long a transaction stays open. `None`: at-least-once.
@@ -545,7 +545,7 @@ impl Sink {
                 .encode(t, OutputKind::Emotion, &enriched.emotion),
         )?;
         if let (Some(draft), Some(drafter)) = (&enriched.draft, &self.drafter) {
-            let t = drafter.topic_for(&draft.channel).to_string();
+            let t = drafter.load().topic_for(&draft.channel).to_string();
             let encoded = self.encoder.encode(&t, OutputKind::Reply, draft);
             push(t, key.clone(), OutputKind::Reply, encoded)?;
         }

@@ -470,6 +470,7 @@ mod tests {
             first_seen: 1,
             detected_at: 2,
             degraded: false,
+            model_version: None,
         }
     }
 

@@ -14,10 +14,11 @@ use crate::config::RunConfig;
 use crate::decode::{Decoder, Limits};
 use crate::escalation::{Escalator, SystemClock};
 use crate::health::Health;
-use crate::model::Model;
+use crate::model::{LiveModel, Model};
 use crate::offsets::OffsetTracker;
 use crate::pipeline::{self, Enricher};
-use crate::reply::ReplyDrafter;
+use crate::reload;
+use crate::reply::{LiveDrafter, ReplyDrafter};
 use crate::retry::{Fatal, RetryPolicy};
 use crate::schema::{RemoteOptions, SchemaRegistry};
 use crate::sink::{OutputEncoder, OutputKind, Sink, Topics};
@@ -46,7 +47,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
-    tokio::spawn(http::serve(listener, health.clone()));
+    let reload_slot = Arc::new(std::sync::OnceLock::new());
+    tokio::spawn(http::serve(listener, health.clone(), reload_slot.clone()));
     let api_key = cfg.api.key()?;
     let api_listener = match &cfg.api.api_addr {
         Some(addr) => Some(
@@ -58,10 +60,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     };
 
     let model_cfg = cfg.model.clone();
-    let model = tokio::task::spawn_blocking(move || Model::load(&model_cfg))
-        .await?
-        .context("loading the model")?;
-    let model_version = model.scorer.model_version.clone();
+    let model = tokio::task::spawn_blocking(move || {
+        reload::verify_dir(&model_cfg.model_dir)?;
+        Model::load(&model_cfg)
+    })
+    .await?
+    .context("loading the model")?;
+    let model = LiveModel::new(model, &cfg.model.model_dir);
 
     let registry = Arc::new(match &cfg.schema_registry_url {
         Some(url) => SchemaRegistry::remote_with(
@@ -83,15 +88,20 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     let decoder = Decoder::new(limits, registry.clone()).with_mappings(mappings);
     let encoder =
         OutputEncoder::new(cfg.output_format, registry).with_retry_timeout(cfg.retry_timeout());
-    let drafter = match (&cfg.reply_config, cfg.disable_replies) {
+    let drafter: Option<LiveDrafter> = match (&cfg.reply_config, cfg.disable_replies) {
         (_, true) => None,
-        (Some(path), false) => Some(Arc::new(
+        (Some(path), false) => Some(
             ReplyDrafter::from_file(path)
-                .with_context(|| format!("reply config {}", path.display()))?,
-        )),
-        (None, false) => Some(Arc::new(ReplyDrafter::builtin())),
+                .with_context(|| format!("reply config {}", path.display()))?
+                .live(),
+        ),
+        (None, false) => Some(ReplyDrafter::builtin().live()),
     };
-    let escalator = Arc::new(Escalator::new(&cfg.escalation, Arc::new(SystemClock)).await);
+    let escalation = cfg
+        .escalation
+        .with_thresholds_file()
+        .context("escalation thresholds")?;
+    let escalator = Arc::new(Escalator::new(&escalation, Arc::new(SystemClock)).await);
 
     // Every topic an output may go to: all must exist before the first record.
     let mut outputs: Vec<(String, OutputKind)> = vec![
@@ -100,7 +110,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     ];
     if let Some(d) = &drafter {
         outputs.extend(
-            d.topics()
+            d.load()
+                .topics()
                 .into_iter()
                 .map(|t| (t.to_string(), OutputKind::Reply)),
         );
@@ -134,17 +145,45 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         tracing::info!(transactional_id = %id, "exactly-once mode");
     }
 
+    // The candidate runs on the provider the live model got.
+    let live_provider = model.current().provider();
+    let shadow = match &cfg.shadow_model_dir {
+        Some(dir) => {
+            let mut shadow_cfg = cfg.model.clone();
+            shadow_cfg.model_dir = dir.clone();
+            shadow_cfg.model_sessions = 1;
+            let candidate = tokio::task::spawn_blocking(move || {
+                reload::verify_dir(&shadow_cfg.model_dir)?;
+                let mut m = Model::load_on(&shadow_cfg, live_provider)?;
+                m.warm_up()?;
+                Ok::<_, crate::model::ModelError>(m)
+            })
+            .await?
+            .with_context(|| format!("loading the shadow model {}", dir.display()))?;
+            tracing::info!(
+                model_version = %candidate.scorer.model_version,
+                sample_rate = cfg.shadow_sample_rate,
+                "shadow mode: the candidate scores a sample of messages, never published"
+            );
+            Some(
+                pipeline::Shadow::spawn(candidate, cfg.shadow_sample_rate)
+                    .context("starting the shadow model thread")?,
+            )
+        }
+        None => None,
+    };
     let enricher = Enricher {
-        escalator: Some(escalator),
+        escalator: Some(escalator.clone()),
         drafter: drafter.clone(),
         draft_threads: cfg.draft.threads(),
-        model_version: model_version.clone(),
+        shadow,
     };
     let retry = RetryPolicy {
         timeout: cfg.retry_timeout(),
         fatal: Some(fatal.clone()),
     };
-    let (inlet, processed, provider) = pipeline::spawn_with(model, &cfg.model, enricher, retry);
+    let (inlet, processed, provider) =
+        pipeline::spawn_with(model.clone(), &cfg.model, enricher, retry);
     // The API feeds the same tokenizer → batcher → model path as the Kafka source.
     let api = match api_listener {
         Some(listener) => {
@@ -154,8 +193,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
                 inlet.jobs.clone(),
                 drafter
                     .clone()
-                    .unwrap_or_else(|| Arc::new(ReplyDrafter::builtin())),
-                model_version.clone(),
+                    .unwrap_or_else(|| ReplyDrafter::builtin().live()),
             );
             tracing::info!(
                 addr = %listener.local_addr()?,
@@ -171,7 +209,37 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
         .provider_info
         .with_label_values(&[provider.as_str(), cfg.model.execution_provider.as_str()])
         .set(1);
+    let live = model.current();
+    metrics()
+        .model_info
+        .with_label_values(&[&live.version, "live"])
+        .set(1);
+    health.set_model(&live.version, live.id);
     health.set_model_loaded();
+    drop(live);
+    let reloads = reload::spawn(
+        reload::Reloadable {
+            model,
+            model_cfg: cfg.model.clone(),
+            provider,
+            replies: match (&cfg.reply_config, &drafter) {
+                (Some(path), Some(live)) => Some(reload::Replies {
+                    path: path.clone(),
+                    live: live.clone(),
+                    topics: live.load().topics().into_iter().map(String::from).collect(),
+                }),
+                _ => None,
+            },
+            thresholds: Some(reload::Thresholds {
+                base: cfg.escalation.clone(),
+                escalator,
+            }),
+            health: health.clone(),
+        },
+        Some(Duration::from_secs(cfg.reload_poll_secs)),
+    )
+    .context("installing the SIGHUP handler")?;
+    let _ = reload_slot.set(reloads);
 
     let formats: HashMap<_, _> = cfg
         .topics

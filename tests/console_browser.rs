@@ -410,6 +410,7 @@ fn draft(tag: &str, conv: &str, msg: &str) -> moodstream::reply::DraftReply {
         template_id: "default/en/chat/de_escalate/refund".into(),
         requires_review: true,
         created_at: 1_700_000_000_001,
+        model_version: None,
     }
 }
 

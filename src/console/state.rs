@@ -662,6 +662,7 @@ mod tests {
             template_id: "t".into(),
             requires_review: true,
             created_at: 5,
+            model_version: None,
         }))
     }
 
@@ -691,6 +692,7 @@ mod tests {
             first_seen: 0,
             detected_at: 0,
             degraded: false,
+            model_version: None,
         }))
     }
 

@@ -213,6 +213,16 @@ pub struct EscalationConfig {
     /// unset or unreachable.
     #[arg(long = "escalation-memory-max-keys", env = "MOODSTREAM_ESCALATION_MEMORY_MAX_KEYS", default_value_t = defaults::MEMORY_MAX_KEYS)]
     pub memory_max_keys: usize,
+
+    /// YAML file of decision thresholds and cooldowns (keys: the `--escalation-*` flag names
+    /// below without the prefix, with underscores, e.g. `surge_z_threshold: 3.5`) that override
+    /// those flags. A reload (file change, SIGHUP, `POST /admin/reload`) re-reads it; window
+    /// sizes, surge scope and Redis settings need a restart.
+    #[arg(
+        long = "escalation-thresholds",
+        env = "MOODSTREAM_ESCALATION_THRESHOLDS"
+    )]
+    pub thresholds_file: Option<std::path::PathBuf>,
 }
 
 impl Default for EscalationConfig {
@@ -255,7 +265,115 @@ impl Default for EscalationConfig {
             late_tolerance_ms: LATE_TOLERANCE_MS,
             max_trigger_ids: MAX_TRIGGER_IDS,
             memory_max_keys: MEMORY_MAX_KEYS,
+            thresholds_file: None,
         }
+    }
+}
+
+/// What `--escalation-thresholds` may set: the detectors' decision thresholds and cooldowns.
+/// Everything that shapes the stored windows (sizes, buckets, scope, Redis) is left out on
+/// purpose: a live change there would misread the state already in Redis.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Thresholds {
+    negativity_threshold: Option<f32>,
+    trend_min_turns: Option<usize>,
+    trend_ewma_threshold: Option<f32>,
+    trend_ewma_critical: Option<f32>,
+    trend_rise_turns: Option<usize>,
+    trend_rise_delta: Option<f32>,
+    anger_confidence: Option<f32>,
+    trend_cooldown_secs: Option<u64>,
+    repeat_min_messages: Option<usize>,
+    repeat_min_conversations: Option<usize>,
+    repeat_critical_messages: Option<usize>,
+    repeat_cooldown_secs: Option<u64>,
+    surge_min_negative: Option<u64>,
+    surge_min_baseline_messages: Option<u64>,
+    surge_min_baseline_rate: Option<f64>,
+    surge_rate_factor: Option<f64>,
+    surge_critical_factor: Option<f64>,
+    surge_z_threshold: Option<f64>,
+    surge_cooldown_secs: Option<u64>,
+}
+
+/// Why `--escalation-thresholds` cannot be used (the previous thresholds stay).
+#[derive(Debug, thiserror::Error)]
+pub enum ThresholdsError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: std::path::PathBuf,
+        source: serde_norway::Error,
+    },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: std::path::PathBuf,
+        source: ConfigError,
+    },
+}
+
+impl EscalationConfig {
+    /// These settings with `--escalation-thresholds` applied (unchanged without the flag),
+    /// validated as a whole.
+    pub fn with_thresholds_file(&self) -> Result<EscalationConfig, ThresholdsError> {
+        let Some(path) = &self.thresholds_file else {
+            return Ok(self.clone());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ThresholdsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        self.with_thresholds(&text, path)
+    }
+
+    fn with_thresholds(
+        &self,
+        yaml: &str,
+        path: &std::path::Path,
+    ) -> Result<EscalationConfig, ThresholdsError> {
+        let t: Thresholds = if yaml.trim().is_empty() {
+            Thresholds::default()
+        } else {
+            serde_norway::from_str(yaml).map_err(|source| ThresholdsError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?
+        };
+        let mut cfg = self.clone();
+        macro_rules! apply {
+            ($($field:ident),*) => {$( if let Some(v) = t.$field { cfg.$field = v; } )*};
+        }
+        apply!(
+            negativity_threshold,
+            trend_min_turns,
+            trend_ewma_threshold,
+            trend_ewma_critical,
+            trend_rise_turns,
+            trend_rise_delta,
+            anger_confidence,
+            trend_cooldown_secs,
+            repeat_min_messages,
+            repeat_min_conversations,
+            repeat_critical_messages,
+            repeat_cooldown_secs,
+            surge_min_negative,
+            surge_min_baseline_messages,
+            surge_min_baseline_rate,
+            surge_rate_factor,
+            surge_critical_factor,
+            surge_z_threshold,
+            surge_cooldown_secs
+        );
+        cfg.validate().map_err(|source| ThresholdsError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(cfg)
     }
 }
 
@@ -580,5 +698,27 @@ mod tests {
         };
         let err = cfg.validate().expect_err("15 s is not a multiple of 10 s");
         assert_eq!(err.flag, "--escalation-surge-window-secs");
+    }
+
+    #[test]
+    fn a_thresholds_file_overrides_only_what_it_names_and_is_validated() {
+        let base = EscalationConfig::default();
+        let path = std::path::Path::new("thresholds.yaml");
+        let cfg = base
+            .with_thresholds("surge_z_threshold: 4.5\ntrend_cooldown_secs: 60\n", path)
+            .expect("valid");
+        assert_eq!(cfg.surge_z_threshold, 4.5);
+        assert_eq!(cfg.trend_cooldown_secs, 60);
+        assert_eq!(cfg.negativity_threshold, base.negativity_threshold);
+        let unknown = base.with_thresholds("surge_window_secs: 60\n", path);
+        assert!(
+            matches!(unknown, Err(ThresholdsError::Parse { .. })),
+            "window sizes are not reloadable: {unknown:?}"
+        );
+        let invalid = base.with_thresholds("negativity_threshold: 1.5\n", path);
+        assert!(
+            matches!(invalid, Err(ThresholdsError::Invalid { .. })),
+            "{invalid:?}"
+        );
     }
 }

@@ -85,6 +85,8 @@ pub struct EscalationEvent {
     pub first_seen: i64,
     pub detected_at: i64,
     pub degraded: bool,
+    /// The `model_version` that scored the triggering message.
+    pub model_version: Option<String>,
 }
 
 impl EscalationEvent {
@@ -187,6 +189,7 @@ impl Detection {
             first_seen: self.first_seen,
             detected_at,
             degraded,
+            model_version: None,
         }
     }
 }

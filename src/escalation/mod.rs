@@ -28,7 +28,9 @@ use std::sync::{Arc, Weak};
 use crate::message::{ConversationTrend, CustomerMessage, EmotionResult};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{ConfigError, EscalationConfig, RedisUrl, ScopeKey, Secret, defaults};
+pub use config::{
+    ConfigError, EscalationConfig, RedisUrl, ScopeKey, Secret, ThresholdsError, defaults,
+};
 pub use event::{ESCALATION_EVENT_SCHEMA, EscalationEvent, EscalationKind, Severity};
 
 use event::{Detection, ScopeFields};
@@ -80,7 +82,8 @@ pub struct Escalator {
 }
 
 struct Inner {
-    cfg: EscalationConfig,
+    /// Swapped by a reload of `--escalation-thresholds`; a round reads it once.
+    cfg: arc_swap::ArcSwap<EscalationConfig>,
     clock: Arc<dyn Clock>,
     /// Event-time watermark per input partition: the latest `sent_at` seen there, never past
     /// processing time.
@@ -104,7 +107,7 @@ impl Escalator {
             }
         };
         let inner = Arc::new(Inner {
-            cfg: cfg.clone(),
+            cfg: arc_swap::ArcSwap::from_pointee(cfg.clone()),
             clock,
             watermarks: std::sync::Mutex::default(),
             memory: MemoryStore::new(cfg),
@@ -148,7 +151,7 @@ impl Escalator {
         items: &[(&CustomerMessage, &EmotionResult)],
     ) -> Vec<Observation> {
         let inner = &*self.inner;
-        let cfg = &inner.cfg;
+        let cfg = &*inner.cfg.load_full();
         let now_ms = inner.clock.now_ms();
         let recs: Vec<Record> = {
             let mut watermarks = inner
@@ -187,12 +190,15 @@ impl Escalator {
             },
             None => None,
         };
-        let mut degraded = inner.cfg.redis_url.is_some() && shared.is_none();
+        let mut degraded = cfg.redis_url.is_some() && shared.is_none();
         let snapshots = shared.unwrap_or(local);
         let mut observations = Vec::with_capacity(items.len());
         let mut escalated: HashSet<&str> = HashSet::new();
-        for ((msg, _), (rec, snapshot)) in items.iter().zip(recs.iter().zip(&snapshots)) {
-            let mut observation = inner.decide(msg, rec, snapshot, &mut degraded).await;
+        for ((msg, result), (rec, snapshot)) in items.iter().zip(recs.iter().zip(&snapshots)) {
+            let mut observation = inner.decide(cfg, msg, rec, snapshot, &mut degraded).await;
+            for event in &mut observation.events {
+                event.model_version = Some(result.model_version.clone());
+            }
             // A conversation escalated earlier in the round holds its trend cooldown now (the
             // claim opened it or found it open), as the later turns would have read one by one.
             let conversation = rec.keys.conversation.as_str();
@@ -204,6 +210,12 @@ impl Escalator {
             observations.push(observation);
         }
         observations
+    }
+
+    /// Swaps in new decision thresholds (a reload of `--escalation-thresholds`); the next round
+    /// uses them. Only thresholds and cooldowns may differ from the settings at startup.
+    pub fn set_config(&self, cfg: EscalationConfig) {
+        self.inner.cfg.store(Arc::new(cfg));
     }
 
     /// Redis is configured but unavailable: events come from per-replica windows.
@@ -232,12 +244,12 @@ impl Inner {
     /// found. A failed claim makes this and the rest of the round `degraded`.
     async fn decide(
         &self,
+        cfg: &EscalationConfig,
         msg: &CustomerMessage,
         rec: &Record,
         snapshot: &Snapshot,
         degraded: &mut bool,
     ) -> Observation {
-        let cfg = &self.cfg;
         let (mut trend, detections) = detect(cfg, rec, snapshot);
         trend.escalated = snapshot.conversation_cooldown.is_some()
             || detections
@@ -332,7 +344,7 @@ impl Inner {
 /// While degraded, PINGs Redis every probe interval; on an answer, hands back the incidents
 /// opened meanwhile and resumes shared mode. Ends when the escalator is dropped.
 async fn probe(inner: Weak<Inner>) {
-    let Some(interval) = inner.upgrade().map(|i| i.cfg.probe_interval()) else {
+    let Some(interval) = inner.upgrade().map(|i| i.cfg.load().probe_interval()) else {
         return;
     };
     let mut ticker = tokio::time::interval(interval);

@@ -3,10 +3,12 @@
 //! they call, so `classify`, `bench` and the Kafka worker share one code path.
 
 mod labels;
+mod live;
 mod session;
 mod tokenizer;
 
 pub use labels::{LabelSpec, Scored, Scorer};
+pub use live::{Generation, LiveModel};
 pub use session::{ActiveProvider, Engine};
 pub use tokenizer::{Encoded, Tokenizer};
 
@@ -118,6 +120,17 @@ pub struct Model {
 impl Model {
     pub fn load(cfg: &ModelConfig) -> Result<Model, ModelError> {
         let (first, files) = first_engine(cfg)?;
+        Model::finish(cfg, first, &files)
+    }
+
+    /// Loads `cfg.model_dir` on `provider` only (a reload keeps the provider the worker runs).
+    pub fn load_on(cfg: &ModelConfig, provider: ActiveProvider) -> Result<Model, ModelError> {
+        let files = ModelFiles::new(cfg, variant_for(cfg.model_variant, provider)?)?;
+        let first = Engine::load(cfg, provider, &files.onnx)?;
+        Model::finish(cfg, first, &files)
+    }
+
+    fn finish(cfg: &ModelConfig, first: Engine, files: &ModelFiles) -> Result<Model, ModelError> {
         let (scorer, spec) = Scorer::load(&files.labels)?;
         let max_len = cfg.max_seq_len.min(spec.max_seq_len.max(8));
         let tokenizer = Tokenizer::load(&files.tokenizer, max_len)?;
@@ -131,6 +144,31 @@ impl Model {
             scorer,
             engines,
         })
+    }
+
+    /// Runs a few short English, Chinese and mixed texts through every session, so the first
+    /// customer messages after a reload do not pay for lazy initialisation, and a graph that
+    /// loads but cannot run is refused before it goes live.
+    pub fn warm_up(&mut self) -> Result<(), ModelError> {
+        const TEXTS: [&str; 3] = [
+            "Where is my order? It has been a week.",
+            "我的快递三天了还没到，太让人生气了",
+            "我的order还没到",
+        ];
+        let encs: Vec<Encoded> = TEXTS
+            .iter()
+            .map(|t| self.tokenizer.encode(t))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&Encoded> = encs.iter().collect();
+        for engine in &mut self.engines {
+            let logits = engine.infer(&refs)?;
+            if logits.iter().flatten().any(|l| !l.is_finite()) {
+                return Err(ModelError::Inference(
+                    "warm-up produced non-finite logits".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,40 +5,48 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::KeyValue;
 use tokio::sync::mpsc;
 
 use crate::batcher::Batch;
-use crate::model::{Encoded, Engine, ModelError, Scorer, Tokenizer};
+use crate::model::{Encoded, Engine, LiveModel, ModelError};
 use crate::reply::language::identify;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::telemetry::metrics;
 
 use super::{Classified, DeadLetter, Job, Outcome, Tokenized};
 
+/// Tokenizer threads: each message is tokenized by the live generation of the moment and
+/// tagged with it.
 pub(super) fn spawn_tokenizers(
     n: usize,
-    tokenizer: Arc<Tokenizer>,
+    model: LiveModel,
     jobs: crossbeam_channel::Receiver<Job>,
     out: mpsc::Sender<Tokenized>,
     failed: mpsc::Sender<Classified>,
 ) {
     for i in 0..n.max(1) {
-        let (tokenizer, jobs, out, failed) =
-            (tokenizer.clone(), jobs.clone(), out.clone(), failed.clone());
+        let (model, jobs, out, failed) = (model.clone(), jobs.clone(), out.clone(), failed.clone());
         thread::Builder::new()
             .name(format!("tokenize-{i}"))
             .spawn(move || {
                 let hist = &metrics().tokenize_seconds;
                 for job in jobs {
                     let start = Instant::now();
-                    let sent = match tokenizer.encode(&job.msg.text) {
+                    let generation = model.current();
+                    let sent = match generation.tokenizer.encode(&job.msg.text) {
                         Ok(enc) => {
                             hist.observe(start.elapsed().as_secs_f64());
                             let language = identify(job.msg.language.as_deref(), &job.msg.text);
-                            out.blocking_send(Tokenized { job, enc, language }).is_ok()
+                            out.blocking_send(Tokenized {
+                                job,
+                                enc,
+                                generation,
+                                language,
+                            })
+                            .is_ok()
                         }
                         Err(e) => {
                             let outcome = Outcome::DeadLetter(DeadLetter {
@@ -74,11 +82,11 @@ pub(super) fn spawn_tokenizers(
 const FAIL_INFERENCE_ENV: &str = "MOODSTREAM_TEST_FAIL_INFERENCE";
 static INJECTED_FAILURES: AtomicU64 = AtomicU64::new(0);
 
-/// One model thread per session (`model-<i>`), each taking the next batch from the batcher.
-/// Batches finish out of order; the post stage's sequencer restores input order.
+/// One model thread per session (`model-<i>`), each taking the next batch from the batcher and
+/// running it on session `i` of the generation that tokenized it. Batches finish out of order;
+/// the post stage's sequencer restores input order.
 pub(super) fn spawn_models(
-    engines: Vec<Engine>,
-    scorer: &Scorer,
+    sessions: usize,
     batches: mpsc::Receiver<Batch<Tokenized>>,
     out: &mpsc::Sender<Classified>,
     retry: &RetryPolicy,
@@ -94,12 +102,11 @@ pub(super) fn spawn_models(
         INJECTED_FAILURES.store(n, Ordering::Relaxed);
     }
     let batches = Arc::new(Mutex::new(batches));
-    for (i, engine) in engines.into_iter().enumerate() {
-        let (scorer, batches, out, retry) =
-            (scorer.clone(), batches.clone(), out.clone(), retry.clone());
+    for i in 0..sessions {
+        let (batches, out, retry) = (batches.clone(), out.clone(), retry.clone());
         thread::Builder::new()
             .name(format!("model-{i}"))
-            .spawn(move || run_model(engine, &scorer, &batches, &out, &retry))
+            .spawn(move || run_model(i, &batches, &out, &retry))
             .expect("spawning a model thread");
     }
 }
@@ -141,8 +148,7 @@ fn infer_retrying(
 }
 
 fn run_model(
-    mut engine: Engine,
-    scorer: &Scorer,
+    session: usize,
     batches: &Mutex<mpsc::Receiver<Batch<Tokenized>>>,
     out: &mpsc::Sender<Classified>,
     retry: &RetryPolicy,
@@ -156,69 +162,114 @@ fn run_model(
         for wait in &batch.queue_waits {
             m.queue_wait_seconds.observe(wait.as_secs_f64());
         }
-        let started = Instant::now();
-        let started_wall = SystemTime::now();
-        let encs: Vec<_> = batch.items.iter().map(|t| &t.enc).collect();
-        let result = infer_retrying(&mut engine, &encs, retry);
-        if let (Err(e), Some(fatal)) = (&result, &retry.fatal) {
-            // Never dead-letter good records for our own failure: stop the worker instead;
-            // the batch's offsets are not committed and it is reprocessed after the restart.
-            fatal.report(format!(
-                "inference failed for {:?} (batch of {}): {e}",
-                retry.timeout,
-                encs.len()
-            ));
-            return;
+        for (items, waits) in by_generation(batch.items, batch.queue_waits) {
+            if !run_group(session, items, waits, out, retry) {
+                return; // downstream is gone, or the worker is stopping on a fatal error
+            }
         }
-        m.inference_seconds.observe(started.elapsed().as_secs_f64());
-        let ended_wall = SystemTime::now();
-        let size = batch.items.len() as i64;
-        for (i, (item, wait)) in batch.items.into_iter().zip(batch.queue_waits).enumerate() {
-            let Tokenized {
-                job: Job { origin, msg, reply },
+    }
+}
+
+/// Splits a batch by the generation that tokenized its messages: one group, except for a batch
+/// that straddles a reload.
+fn by_generation(
+    items: Vec<Tokenized>,
+    waits: Vec<Duration>,
+) -> Vec<(Vec<Tokenized>, Vec<Duration>)> {
+    let mut groups: Vec<(Vec<Tokenized>, Vec<Duration>)> = Vec::with_capacity(1);
+    for (item, wait) in items.into_iter().zip(waits) {
+        match groups
+            .iter_mut()
+            .find(|(g, _)| g[0].generation.id == item.generation.id)
+        {
+            Some((g, w)) => {
+                g.push(item);
+                w.push(wait);
+            }
+            None => groups.push((vec![item], vec![wait])),
+        }
+    }
+    groups
+}
+
+/// Runs messages of one generation on its session `session`. False when the model thread must
+/// stop.
+fn run_group(
+    session: usize,
+    items: Vec<Tokenized>,
+    waits: Vec<Duration>,
+    out: &mpsc::Sender<Classified>,
+    retry: &RetryPolicy,
+) -> bool {
+    let m = metrics();
+    let generation = items[0].generation.clone();
+    let started = Instant::now();
+    let started_wall = SystemTime::now();
+    let encs: Vec<_> = items.iter().map(|t| &t.enc).collect();
+    let (result, provider) = {
+        let mut engine = generation.engine(session);
+        (infer_retrying(&mut engine, &encs, retry), engine.provider())
+    };
+    if let (Err(e), Some(fatal)) = (&result, &retry.fatal) {
+        // Never dead-letter good records for our own failure: stop the worker instead; the
+        // batch's offsets are not committed and it is reprocessed after the restart.
+        fatal.report(format!(
+            "inference failed for {:?} (batch of {}): {e}",
+            retry.timeout,
+            encs.len()
+        ));
+        return false;
+    }
+    m.inference_seconds.observe(started.elapsed().as_secs_f64());
+    let ended_wall = SystemTime::now();
+    let size = items.len() as i64;
+    for (i, (item, wait)) in items.into_iter().zip(waits).enumerate() {
+        let Tokenized {
+            job: Job { origin, msg, reply },
+            language,
+            ..
+        } = item;
+        origin.trace.stage(
+            "batch_wait",
+            started_wall.checked_sub(wait).unwrap_or(started_wall),
+            started_wall,
+            vec![],
+        );
+        origin.trace.stage(
+            "inference",
+            started_wall,
+            ended_wall,
+            vec![
+                KeyValue::new("batch.size", size),
+                KeyValue::new("provider", provider.as_str()),
+            ],
+        );
+        let outcome = match &result {
+            Ok(logits) => Outcome::Scored {
+                msg: Box::new(msg),
+                scored: generation.scorer.score(&logits[i]),
                 language,
-                ..
-            } = item;
-            origin.trace.stage(
-                "batch_wait",
-                started_wall.checked_sub(wait).unwrap_or(started_wall),
-                started_wall,
-                vec![],
-            );
-            origin.trace.stage(
-                "inference",
-                started_wall,
-                ended_wall,
-                vec![
-                    KeyValue::new("batch.size", size),
-                    KeyValue::new("provider", engine.provider().as_str()),
-                ],
-            );
-            let outcome = match &result {
-                Ok(logits) => Outcome::Scored {
-                    msg: Box::new(msg),
-                    scored: scorer.score(&logits[i]),
-                    language,
-                },
-                Err(e) => Outcome::DeadLetter(DeadLetter {
-                    kind: "model_error",
-                    reason: e.to_string(),
-                }),
-            };
-            match reply {
-                // An API request: straight back to its caller (who may have gone).
-                Some(reply) => {
-                    let _ = reply.send(outcome);
-                }
-                None => {
-                    if out.blocking_send(Classified { origin, outcome }).is_err() {
-                        return;
-                    }
+                model_version: generation.version.clone(),
+            },
+            Err(e) => Outcome::DeadLetter(DeadLetter {
+                kind: "model_error",
+                reason: e.to_string(),
+            }),
+        };
+        match reply {
+            // An API request: straight back to its caller (who may have gone).
+            Some(reply) => {
+                let _ = reply.send(outcome);
+            }
+            None => {
+                if out.blocking_send(Classified { origin, outcome }).is_err() {
+                    return false;
                 }
             }
         }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, batch = size, "inference failed; batch failed");
-        }
     }
+    if let Err(e) = &result {
+        tracing::error!(error = %e, batch = size, "inference failed; batch failed");
+    }
+    true
 }

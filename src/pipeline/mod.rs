@@ -20,8 +20,10 @@
 mod draft;
 mod infer;
 pub mod post;
+pub mod shadow;
 
 pub use post::{Enricher, Processed};
+pub use shadow::Shadow;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -33,7 +35,7 @@ use crate::config::ModelConfig;
 use crate::decode::DecodeError;
 use crate::decode::mapping::SkipReason;
 use crate::message::CustomerMessage;
-use crate::model::{Encoded, Model, Scored};
+use crate::model::{Encoded, Generation, LiveModel, Scored};
 use crate::telemetry::trace::MessageTrace;
 
 /// Where a record came from, and what every stage needs to know about it.
@@ -81,6 +83,8 @@ impl Job {
 pub struct Tokenized {
     pub job: Job,
     pub enc: Encoded,
+    /// The model that tokenized it, whose session must run it.
+    pub generation: Arc<Generation>,
     /// The message's language (`reply::language::identify`), found here on the tokenizer
     /// threads rather than in the post stage, which runs on one task.
     pub language: String,
@@ -121,6 +125,8 @@ pub enum Outcome {
         msg: Box<CustomerMessage>,
         scored: Scored,
         language: String,
+        /// The `model_version` of the generation that scored it.
+        model_version: Arc<str>,
     },
     DeadLetter(DeadLetter),
     Skipped(SkipReason),
@@ -218,24 +224,23 @@ pub type Spawned = (
 /// Starts the tokenizer threads, batcher, model threads and post stage. Returns the inlet, the
 /// stream of processed messages in per-partition input order, and the active provider. A failed
 /// inference is retried briefly, then its records fail (the one-shot commands).
-pub fn spawn(model: Model, cfg: &ModelConfig, enricher: Enricher) -> Spawned {
+pub fn spawn(model: LiveModel, cfg: &ModelConfig, enricher: Enricher) -> Spawned {
     spawn_with(model, cfg, enricher, crate::retry::RetryPolicy::default())
 }
 
 /// As [`spawn`], with the worker's retry policy: a failed inference is retried for
-/// `retry.timeout`, then reported as fatal (the records are never dead-lettered).
+/// `retry.timeout`, then reported as fatal (the records are never dead-lettered). A reload
+/// swaps `model`'s generation while this runs.
 pub fn spawn_with(
-    model: Model,
+    model: LiveModel,
     cfg: &ModelConfig,
     enricher: Enricher,
     retry: crate::retry::RetryPolicy,
 ) -> Spawned {
-    let Model {
-        tokenizer,
-        scorer,
-        engines,
-    } = model;
-    let provider = engines[0].provider();
+    let first = model.current();
+    let provider = first.provider();
+    let sessions = first.sessions();
+    drop(first);
     let cap = cfg.max_batch_size * 2;
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(cap);
     let (tok_tx, tok_rx) = mpsc::channel::<Tokenized>(cap);
@@ -245,13 +250,13 @@ pub fn spawn_with(
 
     infer::spawn_tokenizers(
         cfg.tokenizer_threads(),
-        Arc::new(tokenizer),
+        model,
         job_rx,
         tok_tx,
         classified_tx.clone(),
     );
     tokio::spawn(batcher::run(cfg.batch_policy(), tok_rx, batch_tx));
-    infer::spawn_models(engines, &scorer, batch_rx, &classified_tx, &retry);
+    infer::spawn_models(sessions, batch_rx, &classified_tx, &retry);
     tokio::spawn(post::run(enricher, classified_rx, processed_tx));
     (
         Inlet {

@@ -14,18 +14,19 @@ use tokio::sync::mpsc;
 use crate::escalation::{EscalationEvent, Escalator, Observation};
 use crate::message::{CustomerMessage, EmotionResult};
 use crate::model::Scored;
-use crate::reply::{DraftReply, ReplyDrafter};
+use crate::reply::{DraftReply, LiveDrafter, ReplyDrafter};
 use crate::telemetry::metrics;
 
-use super::{Classified, Origin, Outcome, Unscored, draft};
+use super::{Classified, Origin, Outcome, Unscored, draft, shadow};
 
 /// What the post stage adds to a classified message.
 pub struct Enricher {
     pub escalator: Option<Arc<Escalator>>,
-    pub drafter: Option<Arc<ReplyDrafter>>,
+    pub drafter: Option<LiveDrafter>,
     /// Threads drafting replies (`--draft-threads`); at least one runs.
     pub draft_threads: usize,
-    pub model_version: String,
+    /// A candidate model scoring a sample of messages beside the live one (shadow mode).
+    pub shadow: Option<shadow::Shadow>,
 }
 
 /// A message ready for the sink: its outputs, or why it has none (dead letter or skipped).
@@ -106,13 +107,17 @@ impl Enricher {
                         msg,
                         scored,
                         language,
+                        model_version,
                     } => {
                         metrics()
                             .emotions
                             .with_label_values(&[scored.primary.as_str()])
                             .inc();
+                        if let Some(shadow) = &self.shadow {
+                            shadow.offer(&msg.message_id, &msg.text, scored.primary);
+                        }
                         let emotion =
-                            emotion_result(&msg, &scored, language, &origin, &self.model_version);
+                            emotion_result(&msg, &scored, language, &origin, &model_version);
                         Ok((msg, emotion))
                     }
                     Outcome::DeadLetter(dl) => Err(Unscored::DeadLetter(dl)),
@@ -220,7 +225,8 @@ pub(super) async fn run(
     let threads = enricher.draft_threads.max(1);
     let drafter = enricher.drafter.clone();
     let pool = draft::Pool::spawn(threads, "draft", move |e: Escalated| {
-        e.draft(drafter.as_deref())
+        let live = drafter.as_ref().map(|d| d.load());
+        e.draft(live.as_deref().map(|d| &**d))
     });
     // Room for this round's chunks while the previous round's are drafted.
     let (pending, pending_rx) = mpsc::channel(2 * threads);
@@ -307,6 +313,7 @@ mod tests {
                     msg: Box::new(msg),
                     scored,
                     language: "en".into(),
+                    model_version: "test".into(),
                 };
                 out.push(c);
             }
@@ -340,9 +347,9 @@ mod tests {
         let escalator = Escalator::new(&EscalationConfig::default(), clock).await;
         let enricher = Enricher {
             escalator: Some(Arc::new(escalator)),
-            drafter: Some(Arc::new(ReplyDrafter::builtin())),
+            drafter: Some(ReplyDrafter::builtin().live()),
             draft_threads: threads,
-            model_version: "test".into(),
+            shadow: None,
         };
         let traffic = shuffled_traffic();
         let (in_tx, in_rx) = mpsc::channel(traffic.len());

@@ -73,7 +73,13 @@ pub struct DraftReply {
     pub requires_review: bool,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// The `model_version` of the emotion result the draft answers.
+    #[serde(default)]
+    pub model_version: Option<String>,
 }
+
+/// The drafter the worker uses now; a reload of `--reply-config` swaps it.
+pub type LiveDrafter = std::sync::Arc<arc_swap::ArcSwap<ReplyDrafter>>;
 
 /// Drafts replies from a validated replies configuration. Cheap to share (`Arc`) across
 /// tasks: drafting takes `&self` and holds no locks.
@@ -152,6 +158,11 @@ impl ReplyDrafter {
     }
 
     /// The shipped default config (`config/replies.yaml`, embedded at build time).
+    /// This drafter as the live one a reload may swap.
+    pub fn live(self) -> LiveDrafter {
+        std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(self))
+    }
+
     pub fn builtin() -> ReplyDrafter {
         ReplyDrafter::from_yaml(BUILTIN_CONFIG, "config/replies.yaml (builtin)")
             .expect("the shipped config/replies.yaml is valid (tested): bug")
@@ -305,6 +316,7 @@ impl ReplyDrafter {
             template_id,
             requires_review,
             created_at: now_ms,
+            model_version: Some(result.model_version.clone()),
         }
     }
 }

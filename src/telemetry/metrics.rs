@@ -42,6 +42,12 @@ pub struct Metrics {
     pub webhook_retries: IntCounter,
     pub api_requests: IntCounterVec,
     pub api_request_seconds: HistogramVec,
+    pub reloads: IntCounterVec,
+    pub model_info: IntGaugeVec,
+    pub shadow_compared: IntCounterVec,
+    pub shadow_agreed: IntCounterVec,
+    pub shadow_labels: IntCounterVec,
+    pub shadow_dropped: IntCounter,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -233,6 +239,41 @@ impl Metrics {
                 )
                 .buckets(latency_buckets()),
                 &["route"]
+            )),
+            reloads: reg!(counter(
+                "reloads_total",
+                "Reload attempts by part (model, replies, thresholds) and outcome (loaded, \
+                 unchanged, failed: the previous one stays live).",
+                &["part", "outcome"]
+            )),
+            model_info: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "model_info",
+                    "1 for the model version that labels messages (role live) and the candidate \
+                     in shadow mode (role shadow); 0 for versions that were live earlier."
+                ),
+                &["model_version", "role"]
+            )),
+            shadow_compared: reg!(counter(
+                "shadow_compared_total",
+                "Messages the shadow candidate also scored, by the live model's primary label.",
+                &["label"]
+            )),
+            shadow_agreed: reg!(counter(
+                "shadow_agreed_total",
+                "Of those, messages where the candidate's primary label was the same, by label: \
+                 agreement per label = agreed / compared.",
+                &["label"]
+            )),
+            shadow_labels: reg!(counter(
+                "shadow_labels_total",
+                "Shadow comparisons by live and candidate primary label (a confusion matrix).",
+                &["live", "candidate"]
+            )),
+            shadow_dropped: reg!(IntCounter::new(
+                "shadow_dropped_total",
+                "Sampled messages the shadow candidate skipped because it was behind (it never \
+                 slows the live path)."
             )),
             registry,
         }

@@ -352,7 +352,7 @@ pub struct ApiConfig {
     /// Bearer token the API requires (`Authorization: Bearer <key>`); unset = no auth. Prefer
     /// --api-key-file (a mounted secret) to passing it on the command line.
     #[arg(long, env = "MOODSTREAM_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    pub api_key: Option<crate::escalation::Secret>,
     /// File holding the API bearer token (surrounding whitespace ignored), e.g. a mounted secret.
     #[arg(long, env = "MOODSTREAM_API_KEY_FILE", conflicts_with = "api_key")]
     pub api_key_file: Option<PathBuf>,
@@ -379,7 +379,7 @@ impl ApiConfig {
     /// it would silently turn auth off).
     pub fn key(&self) -> Result<Option<String>, ConfigError> {
         let key = match (&self.api_key, &self.api_key_file) {
-            (Some(k), _) => k.trim().to_string(),
+            (Some(k), _) => k.expose().trim().to_string(),
             (None, Some(path)) => std::fs::read_to_string(path)
                 .map_err(|e| ConfigError::ApiKeyFile(format!("{}: {e}", path.display())))?
                 .trim()
@@ -479,7 +479,7 @@ pub struct RunConfig {
         env = "MOODSTREAM_SCHEMA_REGISTRY_PASSWORD",
         hide_env_values = true
     )]
-    pub schema_registry_password: Option<String>,
+    pub schema_registry_password: Option<crate::escalation::Secret>,
     /// PEM file of the CA certificate(s) that sign the Schema Registry's TLS certificate; with it
     /// these are the only trusted roots for the registry (the built-in web roots otherwise).
     #[arg(long, env = "MOODSTREAM_SCHEMA_REGISTRY_CA")]
@@ -690,7 +690,11 @@ impl RunConfig {
             .as_ref()
             .map(|username| crate::schema::Credentials {
                 username: username.clone(),
-                password: self.schema_registry_password.clone().unwrap_or_default(),
+                password: self
+                    .schema_registry_password
+                    .as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default(),
             })
     }
 

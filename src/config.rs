@@ -163,6 +163,8 @@ pub enum Command {
     /// The agent console: a web app showing open conversations, drafts and surges live, turning
     /// agent actions into feedback events.
     Console(Box<crate::console::ConsoleConfig>),
+    /// Agent feedback as training data (`feedback export`).
+    Feedback(crate::feedback::FeedbackArgs),
 }
 
 /// Wire format of a topic's values.

@@ -163,6 +163,8 @@ pub enum Command {
     /// The agent console: a web app showing open conversations, drafts and surges live, turning
     /// agent actions into feedback events.
     Console(Box<crate::console::ConsoleConfig>),
+    /// Agent feedback as training data (`feedback export`).
+    Feedback(crate::feedback::FeedbackArgs),
 }
 
 /// Wire format of a topic's values.
@@ -422,25 +424,10 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
+/// How input records become customer messages, shared by `run` and `feedback export` (which
+/// decodes the input topics exactly as the worker does, to find the text agents labelled).
 #[derive(Args, Debug, Clone)]
-pub struct RunConfig {
-    /// Config file of `MOODSTREAM_...=value` lines (dotenv syntax): defaults under the
-    /// environment and the flags.
-    #[arg(long, env = "MOODSTREAM_CONFIG")]
-    pub config: Option<PathBuf>,
-    #[command(flatten)]
-    pub kafka: KafkaConfig,
-    /// Consumer group id.
-    #[arg(long, env = "MOODSTREAM_GROUP", default_value = "moodstream")]
-    pub group: String,
-    /// Input topics, comma-separated. They must exist: the worker never creates them.
-    #[arg(
-        long,
-        env = "MOODSTREAM_TOPICS",
-        value_delimiter = ',',
-        default_value = "customer-messages"
-    )]
-    pub topics: Vec<String>,
+pub struct InputDecodeConfig {
     /// Input value format, for every input topic unless overridden by --topic-format.
     #[arg(
         long,
@@ -457,14 +444,54 @@ pub struct RunConfig {
     /// time formats and skip rules). Topics without one are read as our contract.
     #[arg(long, env = "MOODSTREAM_INPUT_MAPPING")]
     pub input_mapping: Option<PathBuf>,
-    /// Output value format for emotions, replies and escalations.
-    #[arg(
-        long,
-        env = "MOODSTREAM_OUTPUT_FORMAT",
-        value_enum,
-        default_value = "json"
-    )]
-    pub output_format: Format,
+}
+
+impl InputDecodeConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (topic, format) in &self.topic_formats {
+            if Format::from_str(format, true).is_err() {
+                return Err(ConfigError::BadTopicFormat {
+                    topic: topic.clone(),
+                    format: format.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The input format of `topic`.
+    pub fn format_of(&self, topic: &str) -> Format {
+        self.topic_formats
+            .iter()
+            .find(|(t, _)| t == topic)
+            .and_then(|(_, f)| Format::from_str(f, true).ok())
+            .unwrap_or(self.input_format)
+    }
+
+    /// The decoder of `topics`, with the input mappings of `--input-mapping` (a mapping
+    /// mistake is an error here, before anything connects).
+    pub fn decoder(
+        &self,
+        topics: &[String],
+        limits: crate::decode::Limits,
+        registry: std::sync::Arc<crate::schema::SchemaRegistry>,
+    ) -> anyhow::Result<crate::decode::Decoder> {
+        use anyhow::Context;
+        let mappings = match &self.input_mapping {
+            Some(path) => crate::decode::mapping::load(path, topics)
+                .with_context(|| format!("input mapping {}", path.display()))?,
+            None => Default::default(),
+        };
+        for topic in mappings.keys() {
+            tracing::info!(topic = %topic, "input mapping configured");
+        }
+        Ok(crate::decode::Decoder::new(limits, registry).with_mappings(mappings))
+    }
+}
+
+/// Where Avro schema ids resolve, shared by `run` and `feedback export`.
+#[derive(Args, Debug, Clone)]
+pub struct SchemaRegistryConfig {
     /// Confluent Schema Registry URL; without it Avro schema ids resolve from schemas/registry.json.
     /// Credentials belong in --schema-registry-username/-password (userinfo in the URL still
     /// works, but the URL is configuration, not a secret).
@@ -484,6 +511,77 @@ pub struct RunConfig {
     /// these are the only trusted roots for the registry (the built-in web roots otherwise).
     #[arg(long, env = "MOODSTREAM_SCHEMA_REGISTRY_CA")]
     pub schema_registry_ca: Option<PathBuf>,
+    /// Directory holding the .avsc files and registry.json.
+    #[arg(long, env = "MOODSTREAM_SCHEMA_DIR", default_value = "schemas")]
+    pub schema_dir: PathBuf,
+}
+
+impl SchemaRegistryConfig {
+    /// Schema Registry credentials from their own options.
+    pub fn credentials(&self) -> Option<crate::schema::Credentials> {
+        self.schema_registry_username
+            .as_ref()
+            .map(|username| crate::schema::Credentials {
+                username: username.clone(),
+                password: self
+                    .schema_registry_password
+                    .as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default(),
+            })
+    }
+
+    /// The remote registry when `--schema-registry-url` is set, else `registry.json`.
+    pub fn registry(
+        &self,
+        auto_register: bool,
+    ) -> Result<crate::schema::SchemaRegistry, crate::schema::SchemaError> {
+        use crate::schema::{RemoteOptions, SchemaRegistry};
+        match &self.schema_registry_url {
+            Some(url) => SchemaRegistry::remote_with(
+                url,
+                RemoteOptions {
+                    credentials: self.credentials(),
+                    ca_file: self.schema_registry_ca.clone(),
+                    auto_register,
+                },
+            ),
+            None => SchemaRegistry::local(&self.schema_dir),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunConfig {
+    /// Config file of `MOODSTREAM_...=value` lines (dotenv syntax): defaults under the
+    /// environment and the flags.
+    #[arg(long, env = "MOODSTREAM_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaConfig,
+    /// Consumer group id.
+    #[arg(long, env = "MOODSTREAM_GROUP", default_value = "moodstream")]
+    pub group: String,
+    /// Input topics, comma-separated. They must exist: the worker never creates them.
+    #[arg(
+        long,
+        env = "MOODSTREAM_TOPICS",
+        value_delimiter = ',',
+        default_value = "customer-messages"
+    )]
+    pub topics: Vec<String>,
+    #[command(flatten)]
+    pub input: InputDecodeConfig,
+    /// Output value format for emotions, replies and escalations.
+    #[arg(
+        long,
+        env = "MOODSTREAM_OUTPUT_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub output_format: Format,
+    #[command(flatten)]
+    pub registry: SchemaRegistryConfig,
     /// Register the output schemas under `<topic>-value` at startup (`auto.register` on). Off:
     /// they must already be registered there; one missing stops the worker at startup.
     #[arg(
@@ -493,9 +591,6 @@ pub struct RunConfig {
         action = clap::ArgAction::Set
     )]
     pub schema_registry_auto_register: bool,
-    /// Directory holding the .avsc files and registry.json.
-    #[arg(long, env = "MOODSTREAM_SCHEMA_DIR", default_value = "schemas")]
-    pub schema_dir: PathBuf,
     /// Topic for emotion results.
     #[arg(long, env = "MOODSTREAM_OUTPUT_TOPIC", default_value = "emotions")]
     pub output_topic: String,
@@ -635,14 +730,7 @@ impl RunConfig {
         if self.topics.iter().all(|t| t.trim().is_empty()) {
             return Err(ConfigError::NoTopics);
         }
-        for (topic, format) in &self.topic_formats {
-            if Format::from_str(format, true).is_err() {
-                return Err(ConfigError::BadTopicFormat {
-                    topic: topic.clone(),
-                    format: format.clone(),
-                });
-            }
-        }
+        self.input.validate()?;
         if self.max_in_flight == 0 {
             return Err(ConfigError::Zero("max in flight"));
         }
@@ -665,11 +753,7 @@ impl RunConfig {
 
     /// The input format of `topic`.
     pub fn format_of(&self, topic: &str) -> Format {
-        self.topic_formats
-            .iter()
-            .find(|(t, _)| t == topic)
-            .and_then(|(_, f)| Format::from_str(f, true).ok())
-            .unwrap_or(self.input_format)
+        self.input.format_of(topic)
     }
 
     pub fn dlq_topic_for(&self, input_topic: &str) -> String {
@@ -682,20 +766,6 @@ impl RunConfig {
 
     pub fn retry_timeout(&self) -> Duration {
         Duration::from_millis(self.retry_timeout_ms)
-    }
-
-    /// Schema Registry credentials from their own options.
-    pub fn schema_registry_credentials(&self) -> Option<crate::schema::Credentials> {
-        self.schema_registry_username
-            .as_ref()
-            .map(|username| crate::schema::Credentials {
-                username: username.clone(),
-                password: self
-                    .schema_registry_password
-                    .as_ref()
-                    .map(|p| p.expose().to_string())
-                    .unwrap_or_default(),
-            })
     }
 
     /// The `transactional.id` in exactly-once mode; `None` in at-least-once mode.
@@ -1077,7 +1147,7 @@ mod tests {
             "--schema-registry-password",
             "pw",
         ]);
-        let creds = cfg.schema_registry_credentials().expect("credentials");
+        let creds = cfg.registry.credentials().expect("credentials");
         assert_eq!(
             (creds.username.as_str(), creds.password.as_str()),
             ("svc", "pw")

@@ -12,6 +12,7 @@ pub mod console;
 pub mod decode;
 pub mod demo;
 pub mod escalation;
+pub mod feedback;
 pub mod health;
 pub mod http;
 pub mod message;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use moodstream::config::{self, Command};
+use moodstream::feedback::{self, FeedbackCommand};
 use moodstream::{bench, bench_api, classify, console, demo, telemetry, worker};
 
 fn main() -> ExitCode {
@@ -46,6 +47,12 @@ fn main() -> ExitCode {
                 bench_api::run(cfg).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Console(cfg) => console::run(*cfg).await.map(|()| ExitCode::SUCCESS),
+            Command::Feedback(args) => match args.command {
+                FeedbackCommand::Export(cfg) => {
+                    telemetry::init_cli_logging();
+                    feedback::export::run(*cfg).await.map(|_| ExitCode::SUCCESS)
+                }
+            },
             Command::DemoProduce(cfg) => {
                 telemetry::init_cli_logging();
                 demo::produce(cfg).await.map(|()| ExitCode::SUCCESS)

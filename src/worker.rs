@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::api::{self, Api};
 use crate::config::RunConfig;
-use crate::decode::{Decoder, Limits};
+use crate::decode::Limits;
 use crate::escalation::{Escalator, SystemClock};
 use crate::health::Health;
 use crate::model::{LiveModel, Model};
@@ -20,7 +20,6 @@ use crate::pipeline::{self, Enricher};
 use crate::reload;
 use crate::reply::{LiveDrafter, ReplyDrafter};
 use crate::retry::{Fatal, RetryPolicy};
-use crate::schema::{RemoteOptions, SchemaRegistry};
 use crate::sink::{OutputEncoder, OutputKind, Sink, Topics};
 use crate::telemetry::{self, metrics};
 use crate::{http, source, webhook};
@@ -30,15 +29,17 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     cfg.validate()?;
     let (librdkafka, features) = crate::config::librdkafka_features();
     tracing::info!(%librdkafka, features = %features.join(","), "kafka client library");
-    // Before the model loads: a mapping mistake is a configuration error, reported at once.
-    let mappings = match &cfg.input_mapping {
-        Some(path) => crate::decode::mapping::load(path, &cfg.topics)
-            .with_context(|| format!("input mapping {}", path.display()))?,
-        None => Default::default(),
+    let registry = Arc::new(
+        cfg.registry
+            .registry(cfg.schema_registry_auto_register)
+            .context("configuring the Schema Registry client")?,
+    );
+    let limits = Limits {
+        max_message_bytes: cfg.max_message_bytes,
+        max_text_chars: cfg.max_text_chars,
     };
-    for topic in mappings.keys() {
-        tracing::info!(topic = %topic, "input mapping configured");
-    }
+    // Before the model loads: a mapping mistake is a configuration error, reported at once.
+    let decoder = cfg.input.decoder(&cfg.topics, limits, registry.clone())?;
     let tracer = telemetry::trace::init();
     let health = Arc::new(Health::default());
 
@@ -68,24 +69,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     .context("loading the model")?;
     let model = LiveModel::new(model, &cfg.model.model_dir);
 
-    let registry = Arc::new(match &cfg.schema_registry_url {
-        Some(url) => SchemaRegistry::remote_with(
-            url,
-            RemoteOptions {
-                credentials: cfg.schema_registry_credentials(),
-                ca_file: cfg.schema_registry_ca.clone(),
-                auto_register: cfg.schema_registry_auto_register,
-            },
-        )
-        .context("configuring the Schema Registry client")?,
-        None => SchemaRegistry::local(&cfg.schema_dir)?,
-    });
     let (fatal, mut fatal_rx) = Fatal::channel();
-    let limits = Limits {
-        max_message_bytes: cfg.max_message_bytes,
-        max_text_chars: cfg.max_text_chars,
-    };
-    let decoder = Decoder::new(limits, registry.clone()).with_mappings(mappings);
     let encoder =
         OutputEncoder::new(cfg.output_format, registry).with_retry_timeout(cfg.retry_timeout());
     let drafter: Option<LiveDrafter> = match (&cfg.reply_config, cfg.disable_replies) {

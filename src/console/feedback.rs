@@ -130,6 +130,41 @@ pub fn build(
     })
 }
 
+/// Encodes `event` exactly as the console's [`Sender`] does for `topic` in `format` (Avro: the
+/// Confluent wire format with the id `registry` gives `feedback_event.avsc`), e.g. for tests
+/// that stand in for the console.
+pub fn encode(
+    event: &FeedbackEvent,
+    format: Format,
+    registry: &SchemaRegistry,
+    topic: &str,
+) -> Result<Vec<u8>, String> {
+    let avro = match format {
+        Format::Avro => {
+            let schema = contract(contracts::FEEDBACK_EVENT);
+            let id = registry
+                .id_for(topic, "feedback_event.avsc", &schema)
+                .map_err(|e| e.to_string())?;
+            Some((schema, id))
+        }
+        Format::Json => None,
+    };
+    encode_with(event, format, avro.as_ref())
+}
+
+fn encode_with(
+    event: &FeedbackEvent,
+    format: Format,
+    avro: Option<&(apache_avro::Schema, u32)>,
+) -> Result<Vec<u8>, String> {
+    match (format, avro) {
+        (Format::Avro, Some((schema, id))) => {
+            encode_avro(schema, *id, event).map_err(|e| e.to_string())
+        }
+        _ => serde_json::to_vec(event).map_err(|e| e.to_string()),
+    }
+}
+
 /// Produces feedback events: idempotent, `acks=all`, each send awaited.
 pub struct Sender {
     producer: FutureProducer,
@@ -169,12 +204,7 @@ impl Sender {
     }
 
     pub fn encode(&self, event: &FeedbackEvent) -> Result<Vec<u8>, String> {
-        match (self.format, &self.avro) {
-            (Format::Avro, Some((schema, id))) => {
-                encode_avro(schema, *id, event).map_err(|e| e.to_string())
-            }
-            _ => serde_json::to_vec(event).map_err(|e| e.to_string()),
-        }
+        encode_with(event, self.format, self.avro.as_ref())
     }
 
     /// Sends and waits for the broker's acknowledgement; the error is safe to show and log

@@ -197,8 +197,8 @@ impl ConsoleConfig {
     }
 }
 
-/// Decodes one output record (emotion result, draft, escalation) in the configured format.
-fn decode_output<T: DeserializeOwned>(
+/// Decodes one output record (emotion result, draft, escalation, feedback) in `format`.
+pub(crate) fn decode_output<T: DeserializeOwned>(
     bytes: &[u8],
     format: Format,
     registry: &SchemaRegistry,

@@ -9,11 +9,11 @@
 //! drafting itself never fails.
 
 mod channel;
-mod config;
+pub(crate) mod config;
 mod intent;
 pub(crate) mod language;
 mod review;
-mod slots;
+pub(crate) mod slots;
 mod sms;
 mod strategy;
 mod templates;

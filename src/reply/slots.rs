@@ -88,12 +88,41 @@ impl OrderIdFinder {
 
     /// Finds an id-like word shortly after a cue word, or right after `#`.
     fn scan(&self, text: &str) -> Option<String> {
+        self.scan_ids(text, true)
+            .into_iter()
+            .next()
+            .map(|(_, id)| id)
+    }
+
+    /// Byte ranges of every id-like word found as [`OrderIdFinder::find`] finds one in text
+    /// (shortly after a cue word, or right after `#`): what the feedback export masks.
+    pub(crate) fn id_spans(&self, text: &str) -> Vec<std::ops::Range<usize>> {
+        self.scan_ids(text, false)
+            .into_iter()
+            .map(|(span, _)| span)
+            .collect()
+    }
+
+    /// The ids found (their words' byte ranges and the cleaned ids), in text order; only the
+    /// first when `first_only`.
+    fn scan_ids(&self, text: &str, first_only: bool) -> Vec<(std::ops::Range<usize>, String)> {
+        let mut found: Vec<(std::ops::Range<usize>, String)> = Vec::new();
         for (i, c) in text.char_indices() {
+            if found.last().is_some_and(|(span, _)| i < span.end) {
+                continue;
+            }
             if c == '#' || c == '＃' {
-                let after = &text[i + c.len_utf8()..];
+                let start = i + c.len_utf8();
+                let after = &text[start..];
                 let first = words(after).next().filter(|(offset, _)| *offset == 0);
-                if let Some(id) = first.and_then(|(_, w)| clean_order_id(w, true)) {
-                    return Some(id);
+                if let Some((_, w)) = first
+                    && let Some(id) = clean_order_id(w, true)
+                {
+                    found.push((start..start + w.len(), id));
+                    if first_only {
+                        break;
+                    }
+                    continue;
                 }
             }
             let rest = &text[i..];
@@ -111,16 +140,21 @@ impl OrderIdFinder {
                 if latin && !(word_start && word_end) {
                     continue;
                 }
-                if let Some(id) = words(after)
+                if let Some((offset, w, id)) = words(after)
                     .take(WORDS_AFTER_CUE)
                     .take_while(|(offset, _)| *offset <= BYTES_AFTER_CUE)
-                    .find_map(|(_, w)| clean_order_id(w, true))
+                    .find_map(|(offset, w)| clean_order_id(w, true).map(|id| (offset, w, id)))
                 {
-                    return Some(id);
+                    let start = i + cue.len() + offset;
+                    found.push((start..start + w.len(), id));
+                    break;
                 }
             }
+            if first_only && !found.is_empty() {
+                break;
+            }
         }
-        None
+        found
     }
 }
 

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ModelConfig;
@@ -439,16 +438,8 @@ pub fn verify_dir(dir: &Path) -> Result<(), ModelError> {
             .map(|(h, n)| (h, n.trim_start().trim_start_matches('*')))
             .ok_or_else(|| ModelError::Files(format!("{}: bad line", sums.display())))?;
         let path = dir.join(name);
-        let mut file = std::fs::File::open(&path)
+        let got = sha256_hex(&path)
             .map_err(|e| ModelError::Files(format!("cannot read {}: {e}", path.display())))?;
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut file, &mut hasher)
-            .map_err(|e| ModelError::Files(format!("cannot read {}: {e}", path.display())))?;
-        let got: String = hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         if !got.eq_ignore_ascii_case(want) {
             return Err(ModelError::Files(format!(
                 "{} does not match SHA256SUMS (incomplete copy?)",
@@ -457,6 +448,27 @@ pub fn verify_dir(dir: &Path) -> Result<(), ModelError> {
         }
     }
     Ok(())
+}
+
+/// The SHA-256 of a file, as `sha256sum` prints it.
+fn sha256_hex(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    Ok(ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 #[cfg(test)]

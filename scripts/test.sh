@@ -36,4 +36,6 @@ targets=(--all-targets)
 for arg in "$@"; do
   case $arg in --lib | --bins | --bin | --bin=* | --test | --test=* | --tests | --bench | --benches | --examples | --doc) targets=() ;; esac
 done
+# The feedback retrain's gate, head surgery and feedback parsing (models/train/test_*.py, light venv, ~20 s).
+if (($# == 0)); then models/train/setup.sh retrain; "$MOODSTREAM_CACHE/venv-retrain/bin/python" -m unittest discover -s models/train -p 'test_*.py'; fi
 cargo test --locked "${targets[@]}" "$@"

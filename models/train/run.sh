@@ -8,9 +8,17 @@
 #   models/train/run.sh --device cuda              # bf16 autocast works on CUDA too
 # MOODSTREAM_SKIP_TRAIN=1 re-exports the last checkpoint instead of training again. A killed training run
 # resumes from its checkpoint when the same command is run again.
+#   models/train/run.sh --feedback FILE [--out DIR] [--tiny] ...  # issue 17: fine-tune the shipped model's head on
+#     agent feedback (retrain.py, light venv, no torch) and gate it against the current model (gate.py): exit 0
+#     passed, 3 refused, 2 bad input; see docs/continual-learning.md
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${MOODSTREAM_CACHE:-$HOME/.cache/moodstream}
+
+if [[ " $* " == *" --feedback "* || " $* " == *" --feedback="* ]]; then
+  "$here/setup.sh" retrain
+  exec "$cache/venv-retrain/bin/python" "$here/retrain.py" "$@" # from the caller's directory: relative paths hold
+fi
 checkpoint=$cache/emotion-train
 artifacts=$here/../emotion
 

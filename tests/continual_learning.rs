@@ -14,33 +14,76 @@ use std::time::{Duration, Instant};
 use common::*;
 use moodstream::config::Format;
 use moodstream::console::feedback::{Action, FeedbackEvent, encode};
+use moodstream::feedback::export::example_id;
 use moodstream::message::CustomerMessage;
 use moodstream::schema::SchemaRegistry;
 
 /// Customer messages and the label an agent gives them; some carry personal data the export
 /// must mask.
 const LABELLED: [(&str, &str); 24] = [
-    ("This is the third time my order is late. I am furious, cancel everything now!", "anger"),
+    (
+        "This is the third time my order is late. I am furious, cancel everything now!",
+        "anger",
+    ),
     ("你们这是什么服务！三次了还没给我退款，气死我了！", "anger"),
-    ("Unacceptable. You charged me twice and nobody answers. Email me at alex.chen@example.com right now.", "anger"),
-    ("再不处理我就投诉到消费者协会，电话13800138000，马上给我回电！", "anger"),
-    ("I've been on hold for an hour, this is so annoying.", "frustration"),
+    (
+        "Unacceptable. You charged me twice and nobody answers. Email me at alex.chen@example.com right now.",
+        "anger",
+    ),
+    (
+        "再不处理我就投诉到消费者协会，电话13800138000，马上给我回电！",
+        "anger",
+    ),
+    (
+        "I've been on hold for an hour, this is so annoying.",
+        "frustration",
+    ),
     ("等了一个小时客服还没回复，真的很烦", "frustration"),
-    ("The app keeps logging me out every five minutes, it's driving me crazy", "frustration"),
+    (
+        "The app keeps logging me out every five minutes, it's driving me crazy",
+        "frustration",
+    ),
     ("又要我重新填一遍表格？烦死了", "frustration"),
-    ("Honestly disappointed, the jacket looks nothing like the photos.", "disappointment"),
+    (
+        "Honestly disappointed, the jacket looks nothing like the photos.",
+        "disappointment",
+    ),
     ("有点失望，收到的杯子和图片完全不一样", "disappointment"),
-    ("I expected better from you, the gift arrived a week after the birthday.", "disappointment"),
-    ("I'm worried my card 4111 1111 1111 1111 was charged twice, please help asap", "anxiety"),
+    (
+        "I expected better from you, the gift arrived a week after the birthday.",
+        "disappointment",
+    ),
+    (
+        "I'm worried my card 4111 1111 1111 1111 was charged twice, please help asap",
+        "anxiety",
+    ),
     ("我很担心我的账户被盗了，能帮我查一下吗？", "anxiety"),
-    ("Will my parcel arrive before I fly out on Friday? I'm really nervous.", "anxiety"),
-    ("I don't understand the return process, do I ship it first or request a label?", "confusion"),
-    ("我不太明白这个退货流程，需要先寄回还是先申请？", "confusion"),
-    ("Which plan am I on? The invoice says Pro but the app says Basic.", "confusion"),
-    ("Thank you so much, the replacement arrived and works perfectly.", "gratitude"),
+    (
+        "Will my parcel arrive before I fly out on Friday? I'm really nervous.",
+        "anxiety",
+    ),
+    (
+        "I don't understand the return process, do I ship it first or request a label?",
+        "confusion",
+    ),
+    (
+        "我不太明白这个退货流程，需要先寄回还是先申请？",
+        "confusion",
+    ),
+    (
+        "Which plan am I on? The invoice says Pro but the app says Basic.",
+        "confusion",
+    ),
+    (
+        "Thank you so much, the replacement arrived and works perfectly.",
+        "gratitude",
+    ),
     ("太感谢了，问题解决了！", "gratitude"),
     ("Thanks Jamie, you were really helpful today.", "gratitude"),
-    ("Great, the refund for order #A12345678 came through. All good now.", "satisfaction"),
+    (
+        "Great, the refund for order #A12345678 came through. All good now.",
+        "satisfaction",
+    ),
     ("收到了，质量很好，很满意", "satisfaction"),
     ("Can you tell me your opening hours on Sunday?", "neutral"),
     ("请问周日营业吗？", "neutral"),
@@ -50,7 +93,12 @@ fn model_copy(root: &Path, name: &str) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
     let shipped = repo().join("models/emotion");
-    for file in ["model.int8.onnx", "tokenizer.json", "labels.json", "SHA256SUMS"] {
+    for file in [
+        "model.int8.onnx",
+        "tokenizer.json",
+        "labels.json",
+        "SHA256SUMS",
+    ] {
         std::fs::copy(shipped.join(file), dir.join(file)).expect("copy model file");
     }
     dir
@@ -86,7 +134,10 @@ fn version_by_id(records: &[Record]) -> HashMap<String, String> {
     for r in records {
         let v = r.json();
         let id = v["message_id"].as_str().expect("message_id").to_string();
-        let version = v["model_version"].as_str().expect("model_version").to_string();
+        let version = v["model_version"]
+            .as_str()
+            .expect("model_version")
+            .to_string();
         assert!(
             seen.insert(id.clone(), version).is_none(),
             "duplicate output for {id}"
@@ -127,7 +178,11 @@ async fn agent_feedback_retrains_a_gated_model_that_the_running_worker_switches_
         .map(|(i, (text, _))| customer("learn", i, text))
         .collect();
     produce_json(&input, &labelled).await;
-    let results = read_all(&[&topics.emotions], labelled.len(), Duration::from_secs(180));
+    let results = read_all(
+        &[&topics.emotions],
+        labelled.len(),
+        Duration::from_secs(180),
+    );
     assert_eq!(results.len(), labelled.len());
     let shipped_version = results[0].json()["model_version"]
         .as_str()
@@ -213,10 +268,21 @@ async fn agent_feedback_retrains_a_gated_model_that_the_running_worker_switches_
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
     assert_eq!(lines.len(), LABELLED.len(), "one example per message");
-    for secret in ["alex.chen@example.com", "13800138000", "4111 1111 1111 1111", "A12345678", "Jamie"] {
+    for secret in [
+        "alex.chen@example.com",
+        "13800138000",
+        "4111 1111 1111 1111",
+        "A12345678",
+        "Jamie",
+    ] {
         assert!(!text.contains(secret), "{secret} leaked into the export");
     }
-    for (line, (_, label)) in lines.iter().zip(LABELLED) {
+    let by_example: HashMap<String, &serde_json::Value> = lines
+        .iter()
+        .map(|l| (l["example_id"].as_str().unwrap().to_string(), l))
+        .collect();
+    for (m, (_, label)) in labelled.iter().zip(LABELLED) {
+        let line = by_example[&example_id(&m.message_id)];
         assert_eq!(line["label"], label, "{line}");
     }
 
@@ -249,7 +315,10 @@ async fn agent_feedback_retrains_a_gated_model_that_the_running_worker_switches_
         &std::fs::read_to_string(candidate.join("labels.json")).expect("labels.json"),
     )
     .expect("labels.json is JSON");
-    let new_version = labels["model_version"].as_str().expect("model_version").to_string();
+    let new_version = labels["model_version"]
+        .as_str()
+        .expect("model_version")
+        .to_string();
     assert_ne!(new_version, shipped_version, "a retrain is a new version");
     assert!(new_version.starts_with(&shipped_version), "{new_version}");
 

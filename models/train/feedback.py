@@ -9,7 +9,9 @@ One JSON object per line, e.g.
 Required: `example_id` (16 hex digits), `text` (non-empty), `label` (one of common.LABELS), `label_source`
 (`relabel`: an agent corrected the model; `accepted`: an agent confirmed its label). `language` and `channel`
 are read when present; every other field is ignored, so the exporter may add fields. Blank lines are skipped;
-anything else that is not such an object is a `FeedbackError` naming the line.
+anything else that is not such an object is a `FeedbackError` naming the line. An `example_id` that appears
+again (two incremental exports concatenated: each decides per run) keeps the line with the later
+`feedback_at` (RFC 3339; a tie keeps the later line), as docs/continual-learning.md says.
 
 Held-out rule: an example is held out — never trained on, only scored by the gate — when
 `int(example_id[:8], 16) % 5 == 0` (about one in five). It depends only on the id, so the same example is
@@ -23,6 +25,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from common import LABELS
@@ -46,6 +49,7 @@ class Feedback:
     label_source: str
     language: str
     channel: str
+    feedback_at: datetime | None  # when the latest agent event behind it was received
     line: int  # 1-based line in the file, for messages
 
     @property
@@ -98,26 +102,42 @@ def _parse_line(path: Path, number: int, line: str) -> Feedback:
         label_source=obj["label_source"],
         language=str(obj.get("language") or "und"),
         channel=str(obj.get("channel") or ""),
+        feedback_at=_timestamp(where, obj.get("feedback_at")),
         line=number,
     )
 
 
+def _timestamp(where: str, value) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        raise FeedbackError(f"{where}: feedback_at {value!r} is not an RFC 3339 time") from None
+
+
 def read_feedback(path: Path) -> list[Feedback]:
-    """Every example of a feedback file, validated (FeedbackError on the first bad line or repeated id)."""
+    """Every example of a feedback file, validated (FeedbackError on the first bad line); a repeated
+    example_id keeps its latest line by feedback_at."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise FeedbackError(f"{path}: cannot read feedback file ({e})") from None
-    rows, seen = [], {}
+    latest: dict[str, Feedback] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         row = _parse_line(Path(path), number, line)
-        if row.example_id in seen:
-            raise FeedbackError(f"{path}:{number}: example_id {row.example_id} already on line {seen[row.example_id]}")
-        seen[row.example_id] = number
-        rows.append(row)
-    return rows
+        earlier = latest.get(row.example_id)
+        if earlier is None or _not_older(row, earlier):
+            latest[row.example_id] = row
+    return sorted(latest.values(), key=lambda r: r.line)
+
+
+def _not_older(row: Feedback, earlier: Feedback) -> bool:
+    if row.feedback_at is None or earlier.feedback_at is None:
+        return True  # no time to compare: the later line wins
+    return row.feedback_at >= earlier.feedback_at
 
 
 def split_feedback(rows: list[Feedback]) -> tuple[list[Feedback], list[Feedback]]:

@@ -67,8 +67,15 @@ class FeedbackFile(unittest.TestCase):
         self.assertErrorOnLine(1, "expected a JSON object", "[1, 2]")
         self.assertErrorOnLine(2, "text is empty", row("0000000000000001"), row("0000000000000002", text="  "))
 
-    def test_repeated_example_id_names_both_lines(self):
-        self.assertErrorOnLine(2, "already on line 1", row(), row())
+    def test_a_repeated_example_id_keeps_the_latest_feedback(self):
+        rows = self.read(row(label="anger", feedback_at="2026-12-04T19:00:00.500Z"),
+                         row(label="anxiety", feedback_at="2026-12-04T18:00:00Z"),
+                         row("0000000000000002"))
+        self.assertEqual([r.label for r in rows], ["anger", "neutral"])
+        rows = self.read(row(label="anger", feedback_at="2026-12-04T18:00:00Z"),
+                         row(label="anxiety", feedback_at="2026-12-04T19:00:00Z"))
+        self.assertEqual([r.label for r in rows], ["anxiety"])
+        self.assertErrorOnLine(1, "not an RFC 3339 time", row(feedback_at="yesterday"))
 
     def test_held_out_rule_is_the_documented_one(self):
         self.assertTrue(is_held_out("00000000ffffffff"))  # 0 % 5 == 0

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -89,28 +88,6 @@ const LABELLED: [(&str, &str); 24] = [
     ("请问周日营业吗？", "neutral"),
 ];
 
-fn model_copy(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let shipped = repo().join("models/emotion");
-    for file in [
-        "model.int8.onnx",
-        "tokenizer.json",
-        "labels.json",
-        "SHA256SUMS",
-    ] {
-        std::fs::copy(shipped.join(file), dir.join(file)).expect("copy model file");
-    }
-    dir
-}
-
-fn point(link: &Path, target: &Path) {
-    let tmp = link.with_extension("new");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).expect("symlink");
-    std::fs::rename(&tmp, link).expect("rename symlink");
-}
-
 fn customer(prefix: &str, i: usize, text: &str) -> CustomerMessage {
     let mut m = message(prefix, i, 8, text);
     m.customer_name = Some("Jamie".into());
@@ -129,23 +106,6 @@ fn traffic(prefix: &str, from: usize, n: usize) -> Vec<CustomerMessage> {
         .collect()
 }
 
-fn version_by_id(records: &[Record]) -> HashMap<String, String> {
-    let mut seen = HashMap::new();
-    for r in records {
-        let v = r.json();
-        let id = v["message_id"].as_str().expect("message_id").to_string();
-        let version = v["model_version"]
-            .as_str()
-            .expect("model_version")
-            .to_string();
-        assert!(
-            seen.insert(id.clone(), version).is_none(),
-            "duplicate output for {id}"
-        );
-    }
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_feedback_retrains_a_gated_model_that_the_running_worker_switches_to() {
     let topics = TestTopics::create("learn", 1, 3).await;
@@ -153,9 +113,9 @@ async fn agent_feedback_retrains_a_gated_model_that_the_running_worker_switches_
     let feedback_topic = unique("learn-feedback");
     create_topics(&[(feedback_topic.as_str(), 1)]).await;
     let root = tempfile::tempdir().expect("temp dir");
-    let live = model_copy(root.path(), "live");
+    let live = model_copy(root.path(), "live", None);
     let current = root.path().join("current");
-    point(&current, &live);
+    point_symlink(&current, &live);
     let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
 
     let group = unique("learn-group");
@@ -326,7 +286,7 @@ async fn agent_feedback_retrains_a_gated_model_that_the_running_worker_switches_
     let rebalances = metric(&worker, "moodstream_rebalances_total");
     let before = traffic("learn-t", 0, 90);
     produce_json(&input, &before).await;
-    point(&current, &candidate);
+    point_symlink(&current, &candidate);
     let during = traffic("learn-t", 90, 90);
     produce_json(&input, &during).await;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -342,7 +302,7 @@ async fn agent_feedback_retrains_a_gated_model_that_the_running_worker_switches_
     let total = labelled.len() + before.len() + during.len() + after.len();
     let _ = read_all(&[&topics.emotions], total, Duration::from_secs(180));
     let outputs = read_to_end(&[&topics.emotions], Duration::from_secs(60));
-    let versions = version_by_id(&outputs);
+    let versions = model_versions(&outputs);
     let sent: BTreeSet<String> = labelled
         .iter()
         .chain(&before)

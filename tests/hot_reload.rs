@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -17,42 +15,6 @@ const TEXTS: [&str; 4] = [
     "Thanks a lot, that solved it!",
     "我的order还没到，tracking一直不更新",
 ];
-
-/// A copy of the shipped model directory under `root/name` whose labels.json says `version`,
-/// with its SHA256SUMS rewritten to match.
-fn model_copy(root: &Path, name: &str, version: &str) -> PathBuf {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let shipped = repo().join("models/emotion");
-    for file in ["model.int8.onnx", "tokenizer.json"] {
-        std::fs::copy(shipped.join(file), dir.join(file)).expect("copy model file");
-    }
-    let labels = std::fs::read_to_string(shipped.join("labels.json")).expect("labels.json");
-    let mut spec: serde_json::Value = serde_json::from_str(&labels).expect("labels json");
-    spec["model_version"] = serde_json::json!(version);
-    std::fs::write(dir.join("labels.json"), spec.to_string()).expect("write labels");
-    write_sums(&dir);
-    dir
-}
-
-fn write_sums(dir: &Path) {
-    let out = Command::new("sha256sum")
-        .args(["model.int8.onnx", "tokenizer.json", "labels.json"])
-        .current_dir(dir)
-        .output()
-        .expect("sha256sum");
-    assert!(out.status.success());
-    std::fs::write(dir.join("SHA256SUMS"), out.stdout).expect("write SHA256SUMS");
-}
-
-/// Points the symlink `link` at `target` atomically (a new link renamed over the old one), as a
-/// deployment would.
-fn point(link: &Path, target: &Path) {
-    let tmp = link.with_extension("new");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(target, &tmp).expect("symlink");
-    std::fs::rename(&tmp, link).expect("rename symlink");
-}
 
 fn post(worker: &Worker, path: &str) -> (u16, String) {
     let url = format!("http://{}{}", worker.http, path);
@@ -84,33 +46,15 @@ fn messages(prefix: &str, from: usize, n: usize) -> Vec<moodstream::message::Cus
         .collect()
 }
 
-/// model_version per message id, asserting each id appears once.
-fn versions_by_id(records: &[Record]) -> HashMap<String, String> {
-    let mut seen = HashMap::new();
-    for r in records {
-        let v = r.json();
-        let id = v["message_id"].as_str().expect("message_id").to_string();
-        let version = v["model_version"]
-            .as_str()
-            .expect("model_version")
-            .to_string();
-        assert!(
-            seen.insert(id.clone(), version).is_none(),
-            "duplicate output for {id}"
-        );
-    }
-    seen
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() {
     let topics = TestTopics::create("reload", 1, 3).await;
     let input = &topics.inputs[0];
     let root = tempfile::tempdir().expect("temp dir");
-    let v1 = model_copy(root.path(), "v1", "reload-test-v1");
-    let v2 = model_copy(root.path(), "v2", "reload-test-v2");
+    let v1 = model_copy(root.path(), "v1", Some("reload-test-v1"));
+    let v2 = model_copy(root.path(), "v2", Some("reload-test-v2"));
     let current = root.path().join("current");
-    point(&current, &v1);
+    point_symlink(&current, &v1);
     let thresholds = root.path().join("thresholds.yaml");
     std::fs::write(&thresholds, "surge_z_threshold: 3.0\n").expect("write thresholds");
 
@@ -142,7 +86,7 @@ async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() 
     let rebalances = metric(&worker, "moodstream_rebalances_total");
 
     // 2. The deployment points the directory at v2 while messages keep coming.
-    point(&current, &v2);
+    point_symlink(&current, &v2);
     let during = messages("reload", 120, 120);
     produce_json(input, &during).await;
     let body = wait_readyz(&worker, |b| b.contains("reload-test-v2"));
@@ -157,7 +101,7 @@ async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() 
     let total = first.len() + during.len() + after.len();
     let _ = read_all(&[&topics.emotions], total, Duration::from_secs(180));
     let outputs = read_to_end(&[&topics.emotions], Duration::from_secs(60));
-    let versions = versions_by_id(&outputs);
+    let versions = model_versions(&outputs);
     let sent: BTreeSet<String> = first
         .iter()
         .chain(&during)
@@ -205,9 +149,9 @@ async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() 
     );
 
     // 4. A copy in progress (a file that no longer matches SHA256SUMS) is refused; v2 stays.
-    let torn = model_copy(root.path(), "torn", "reload-test-torn");
+    let torn = model_copy(root.path(), "torn", Some("reload-test-torn"));
     std::fs::write(torn.join("model.int8.onnx"), b"not a model").expect("truncate");
-    point(&current, &torn);
+    point_symlink(&current, &torn);
     let (status, report) = post(&worker, "/admin/reload");
     assert_eq!(status, 500, "{report}");
     let report: serde_json::Value = serde_json::from_str(&report).expect("JSON report");
@@ -231,13 +175,13 @@ async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() 
     );
 
     // 5. A candidate the evaluation gate refused is not loaded either (SIGHUP this time).
-    let refused = model_copy(root.path(), "refused", "reload-test-refused");
+    let refused = model_copy(root.path(), "refused", Some("reload-test-refused"));
     std::fs::write(
         refused.join("gate.json"),
         r#"{"passed": false, "reasons": ["zh macro-F1 fell by 0.06 (tolerance 0.02)"]}"#,
     )
     .expect("write gate.json");
-    point(&current, &refused);
+    point_symlink(&current, &refused);
     let failed_before = metric(
         &worker,
         "moodstream_reloads_total{outcome=\"failed\",part=\"model\"}",
@@ -261,7 +205,7 @@ async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() 
         "{report}"
     );
     std::fs::write(&thresholds, "negativity_threshold: 0.7\n").expect("write thresholds");
-    point(&current, &v2);
+    point_symlink(&current, &v2);
     let (status, report) = post(&worker, "/admin/reload");
     assert_eq!(status, 200, "{report}");
     // Loaded by this request, or by the file watch just before it.
@@ -285,7 +229,7 @@ async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() 
         Duration::from_secs(180),
     );
     let outputs = read_to_end(&[&topics.emotions], Duration::from_secs(60));
-    let versions = versions_by_id(&outputs);
+    let versions = model_versions(&outputs);
     assert_eq!(versions.len(), total + last.len());
     for m in &last {
         assert_eq!(versions[&m.message_id], "reload-test-v2");
@@ -305,7 +249,7 @@ async fn a_shadow_candidate_is_compared_and_never_published() {
     // The same weights under another name. Not quite total agreement: the int8 graph quantizes
     // activations per batch (DynamicQuantizeLinear), and the candidate's batches differ from the
     // live model's, so a message near a decision boundary may flip.
-    let candidate = model_copy(root.path(), "candidate", "shadow-candidate");
+    let candidate = model_copy(root.path(), "candidate", Some("shadow-candidate"));
     let group = unique("shadow-group");
     let worker = Worker::start(
         &group,

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -528,4 +528,61 @@ pub fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
     })
     .join()
     .expect("HTTP thread")
+}
+
+/// A copy of the shipped model directory at `root/name`, with its `SHA256SUMS`. With
+/// `version`, its labels.json names that version (and the sums are rewritten to match).
+pub fn model_copy(root: &Path, name: &str, version: Option<&str>) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let shipped = repo().join("models/emotion");
+    for file in [
+        "model.int8.onnx",
+        "tokenizer.json",
+        "labels.json",
+        "SHA256SUMS",
+    ] {
+        std::fs::copy(shipped.join(file), dir.join(file)).expect("copy model file");
+    }
+    if let Some(version) = version {
+        let labels = std::fs::read_to_string(dir.join("labels.json")).expect("labels.json");
+        let mut spec: serde_json::Value = serde_json::from_str(&labels).expect("labels json");
+        spec["model_version"] = serde_json::json!(version);
+        std::fs::write(dir.join("labels.json"), spec.to_string()).expect("write labels");
+        let sums = Command::new("sha256sum")
+            .args(["model.int8.onnx", "tokenizer.json", "labels.json"])
+            .current_dir(&dir)
+            .output()
+            .expect("sha256sum");
+        assert!(sums.status.success());
+        std::fs::write(dir.join("SHA256SUMS"), sums.stdout).expect("write SHA256SUMS");
+    }
+    dir
+}
+
+/// Points the symlink `link` at `target` atomically (a new link renamed over the old one), as
+/// a deployment promotes a model.
+pub fn point_symlink(link: &Path, target: &Path) {
+    let tmp = link.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).expect("symlink");
+    std::fs::rename(&tmp, link).expect("rename symlink");
+}
+
+/// `model_version` per message id of emotion results, asserting each id appears once.
+pub fn model_versions(records: &[Record]) -> HashMap<String, String> {
+    let mut seen = HashMap::new();
+    for r in records {
+        let v = r.json();
+        let id = v["message_id"].as_str().expect("message_id").to_string();
+        let version = v["model_version"]
+            .as_str()
+            .expect("model_version")
+            .to_string();
+        assert!(
+            seen.insert(id.clone(), version).is_none(),
+            "duplicate output for {id}"
+        );
+    }
+    seen
 }

@@ -154,7 +154,6 @@ registry_tls() {
 }
 
 registry_up() {
-  local i code
   if alive registry "$(registry_marker)"; then
     log "schema registry already running (pid $(<"$run_dir/registry.pid"), port $registry_port)"
     return
@@ -184,17 +183,7 @@ registry_up() {
     -Dsmallrye.config.locations="$registry_dir/users.properties" \
     -jar "$registry_home/schema-registry-1-runner.jar" \
     </dev/null >"$registry_dir/server.log" 2>&1 9>&- &
-  for ((i = 0; i < 1200; i++)); do
-    # 401 without credentials: up, with basic auth on.
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$registry_port/apis/ccompat/v7/subjects" || true)
-    [[ $code == 401 ]] && break
-    if ((i > 20)) && ! alive registry "$(registry_marker)"; then
-      tail -n 30 "$registry_dir/server.log" >&2 || true
-      die "the schema registry exited during startup (log: $registry_dir/server.log)"
-    fi
-    sleep 0.1
-  done
-  ((i < 1200)) || die "the schema registry did not answer within 120 s (log: $registry_dir/server.log)"
+  wait_started registry "the schema registry" "$registry_dir/server.log" 120 20 registry_answers
   log "schema registry on http://127.0.0.1:$registry_port and https://localhost:$registry_tls_port (/apis/ccompat/v7)"
 }
 
@@ -368,19 +357,31 @@ kafka_up() {
   log "kafka $kafka_version starting on $bootstrap (log: $run_dir/kafka/server.log)"
 }
 
-# Waits for the broker's "started" line (the caller then makes a real admin request).
-kafka_wait() {
-  local i
-  for ((i = 0; i < 600; i++)); do
-    grep -q 'Kafka Server started' "$run_dir/kafka/server.log" 2>/dev/null && break
-    if ((i > 10)) && ! alive kafka "$(kafka_marker)"; then
-      tail -n 30 "$run_dir/kafka/server.log" >&2 || true
-      die "kafka exited during startup (log: $run_dir/kafka/server.log)"
+# Waits until `check...` succeeds for service $1 (shown as $2, log $3), up to $4 seconds, polling
+# every 0.1 s; after a grace of $5 polls, dies with the log's tail as soon as the process has exited.
+wait_started() {
+  local name=$1 shown=$2 log=$3 secs=$4 grace=$5 i
+  shift 5
+  for ((i = 0; i < secs * 10; i++)); do
+    "$@" && return 0
+    if ((i > grace)) && ! alive "$name" "$("${name}_marker")"; then
+      tail -n 30 "$log" >&2 || true
+      die "$shown exited during startup (log: $log)"
     fi
     sleep 0.1
   done
-  ((i < 600)) || die "kafka did not start within 60 s (log: $run_dir/kafka/server.log)"
+  die "$shown did not start within $secs s (log: $log)"
 }
+
+# The broker logged its "started" line (the caller then makes a real admin request).
+kafka_started() { grep -q 'Kafka Server started' "$run_dir/kafka/server.log" 2>/dev/null; }
+
+# The registry answers 401 without credentials: up, with basic auth on.
+registry_answers() {
+  [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$registry_port/apis/ccompat/v7/subjects" || true) == 401 ]]
+}
+
+kafka_wait() { wait_started kafka kafka "$run_dir/kafka/server.log" 60 10 kafka_started; }
 
 redis_up() {
   local i

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use moodstream::config::Format;
@@ -289,31 +289,14 @@ async fn agent_feedback_retrains_a_gated_model_that_the_running_worker_switches_
     point_symlink(&current, &candidate);
     let during = traffic("learn-t", 90, 90);
     produce_json(&input, &during).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut ready = String::new();
-    while !ready.contains(&new_version) && Instant::now() < deadline {
-        ready = worker.get("/readyz").map(|(_, b)| b).unwrap_or_default();
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let ready = worker.wait_readyz(|b| b.contains(&new_version));
     assert!(ready.contains(&format!("model: {new_version}")), "{ready}");
     let after = traffic("learn-t", 180, 60);
     produce_json(&input, &after).await;
 
-    let total = labelled.len() + before.len() + during.len() + after.len();
-    let _ = read_all(&[&topics.emotions], total, Duration::from_secs(180));
-    let outputs = read_to_end(&[&topics.emotions], Duration::from_secs(60));
-    let versions = model_versions(&outputs);
-    let sent: BTreeSet<String> = labelled
-        .iter()
-        .chain(&before)
-        .chain(&during)
-        .chain(&after)
-        .map(|m| m.message_id.clone())
-        .collect();
-    assert_eq!(
-        versions.keys().cloned().collect::<BTreeSet<_>>(),
-        sent,
-        "exactly one emotion result per message across the switch"
+    let versions = one_result_each(
+        &topics.emotions,
+        labelled.iter().chain(&before).chain(&during).chain(&after),
     );
     for m in &after {
         assert_eq!(versions[&m.message_id], new_version, "after the switch");

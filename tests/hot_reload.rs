@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -26,18 +25,6 @@ fn post(worker: &Worker, path: &str) -> (u16, String) {
         let status = resp.status().as_u16();
         (status, resp.text().unwrap_or_default())
     })
-}
-
-/// Waits (safety net only) until `/readyz`'s body satisfies `want`; returns the body.
-fn wait_readyz(worker: &Worker, want: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let body = worker.get("/readyz").map(|(_, b)| b).unwrap_or_default();
-        if want(&body) || Instant::now() > deadline {
-            return body;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn messages(prefix: &str, from: usize, n: usize) -> Vec<moodstream::message::CustomerMessage> {
@@ -89,7 +76,7 @@ async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() 
     point_symlink(&current, &v2);
     let during = messages("reload", 120, 120);
     produce_json(input, &during).await;
-    let body = wait_readyz(&worker, |b| b.contains("reload-test-v2"));
+    let body = worker.wait_readyz(|b| b.contains("reload-test-v2"));
     assert!(
         body.contains("model: reload-test-v2 (generation 2)"),
         "{body}"
@@ -98,21 +85,8 @@ async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() 
     let after = messages("reload", 240, 60);
     produce_json(input, &after).await;
 
-    let total = first.len() + during.len() + after.len();
-    let _ = read_all(&[&topics.emotions], total, Duration::from_secs(180));
-    let outputs = read_to_end(&[&topics.emotions], Duration::from_secs(60));
-    let versions = model_versions(&outputs);
-    let sent: BTreeSet<String> = first
-        .iter()
-        .chain(&during)
-        .chain(&after)
-        .map(|m| m.message_id.clone())
-        .collect();
-    assert_eq!(
-        versions.keys().cloned().collect::<BTreeSet<_>>(),
-        sent,
-        "exactly one emotion result per message: nothing lost, nothing repeated"
-    );
+    let versions = one_result_each(&topics.emotions, first.iter().chain(&during).chain(&after));
+    let total = versions.len();
     for m in &first {
         assert_eq!(versions[&m.message_id], "reload-test-v1");
     }
@@ -187,7 +161,7 @@ async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() 
         "moodstream_reloads_total{outcome=\"failed\",part=\"model\"}",
     );
     signal(worker.pid(), "HUP");
-    let body = wait_readyz(&worker, |b| b.contains("evaluation gate refused"));
+    let body = worker.wait_readyz(|b| b.contains("evaluation gate refused"));
     assert!(body.contains("zh macro-F1 fell"), "{body}");
     assert!(
         metric(
@@ -223,14 +197,10 @@ async fn switches_model_between_messages_without_loss_duplicates_or_rebalance() 
     // Still v2, still one output per message.
     let last = messages("reload", 300, 30);
     produce_json(input, &last).await;
-    let _ = read_all(
-        &[&topics.emotions],
-        total + last.len(),
-        Duration::from_secs(180),
+    let versions = one_result_each(
+        &topics.emotions,
+        first.iter().chain(&during).chain(&after).chain(&last),
     );
-    let outputs = read_to_end(&[&topics.emotions], Duration::from_secs(60));
-    let versions = model_versions(&outputs);
-    assert_eq!(versions.len(), total + last.len());
     for m in &last {
         assert_eq!(versions[&m.message_id], "reload-test-v2");
     }

@@ -395,6 +395,18 @@ impl Worker {
         })
     }
 
+    /// Waits (safety net only) until `/readyz`'s body satisfies `want`; returns the last body.
+    pub fn wait_readyz(&self, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let body = self.get("/readyz").map(|(_, b)| b).unwrap_or_default();
+            if want(&body) || Instant::now() > deadline {
+                return body;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits until /readyz says ready (safety-net timeout).
     pub fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -567,6 +579,28 @@ pub fn point_symlink(link: &Path, target: &Path) {
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp).expect("symlink");
     std::fs::rename(&tmp, link).expect("rename symlink");
+}
+
+/// The emotion results on `topic` once every message of `sent` has one, read to the topic's end
+/// (so a repeated result is seen): `model_version` per message id, asserting exactly one result
+/// per sent message and none for anything else.
+pub fn one_result_each<'a>(
+    topic: &str,
+    sent: impl IntoIterator<Item = &'a CustomerMessage>,
+) -> HashMap<String, String> {
+    let sent: std::collections::BTreeSet<String> =
+        sent.into_iter().map(|m| m.message_id.clone()).collect();
+    let _ = read_all(&[topic], sent.len(), Duration::from_secs(180));
+    let versions = model_versions(&read_to_end(&[topic], Duration::from_secs(60)));
+    assert_eq!(
+        versions
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        sent,
+        "exactly one emotion result per message: nothing lost, nothing repeated"
+    );
+    versions
 }
 
 /// `model_version` per message id of emotion results, asserting each id appears once.

@@ -299,7 +299,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<()> {
         draft_threads: cfg.draft.threads(),
         shadow: None,
     };
-    let model = LiveModel::new(model, &cfg.model.model_dir);
+    let model = LiveModel::new(model);
     let decoder = Decoder::new(
         Limits {
             max_message_bytes: 1 << 20,

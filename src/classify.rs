@@ -31,7 +31,7 @@ pub async fn run(cfg: ClassifyConfig) -> anyhow::Result<usize> {
         draft_threads: 1,
         shadow: None,
     };
-    let model = LiveModel::new(model, &cfg.model.model_dir);
+    let model = LiveModel::new(model);
     let (inlet, mut processed, _) = pipeline::spawn(model, &cfg.model, enricher);
 
     let input: Box<dyn BufRead + Send> = match &cfg.input {

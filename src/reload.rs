@@ -215,68 +215,85 @@ impl Watched {
     }
 }
 
-/// The reload task's state: what is live and the fingerprints it was loaded from.
+/// One reloadable part's files and the fingerprint of what is live.
+struct Part {
+    watched: Watched,
+    live: Fingerprint,
+}
+
+impl Part {
+    fn new(watched: Watched) -> Part {
+        Part {
+            live: watched.fingerprint(),
+            watched,
+        }
+    }
+
+    /// The files' fingerprint now, when it is not the live one's.
+    fn changed(&self) -> Option<Fingerprint> {
+        Some(self.watched.fingerprint()).filter(|now| *now != self.live)
+    }
+}
+
+/// The reload task's state: what is live and the fingerprints it was loaded from. Only a
+/// successful load updates a fingerprint, so SIGHUP retries a part that failed.
 struct State {
     r: Reloadable,
-    model_seen: Fingerprint,
-    replies_seen: Option<Fingerprint>,
-    thresholds_seen: Option<Fingerprint>,
+    model: Part,
+    replies: Option<Part>,
+    thresholds: Option<Part>,
 }
 
 impl State {
     fn new(r: Reloadable) -> State {
-        let model_seen = Watched::Dir(r.model.dir().to_path_buf()).fingerprint();
-        let replies_seen = r
+        let model = Part::new(Watched::Dir(r.model_cfg.model_dir.clone()));
+        let replies = r
             .replies
             .as_ref()
-            .map(|p| Watched::File(p.path.clone()).fingerprint());
-        let thresholds_seen = r
+            .map(|p| Part::new(Watched::File(p.path.clone())));
+        let thresholds = r
             .thresholds
             .as_ref()
             .and_then(|t| t.base.thresholds_file.clone())
-            .map(|p| Watched::File(p).fingerprint());
+            .map(|p| Part::new(Watched::File(p)));
         State {
             r,
-            model_seen,
-            replies_seen,
-            thresholds_seen,
+            model,
+            replies,
+            thresholds,
         }
     }
 
     fn watched(&self) -> Vec<Watched> {
-        let mut w = vec![Watched::Dir(self.r.model.dir().to_path_buf())];
-        w.extend(
-            self.r
-                .replies
-                .as_ref()
-                .map(|p| Watched::File(p.path.clone())),
-        );
-        w.extend(
-            self.r
-                .thresholds
-                .as_ref()
-                .and_then(|t| t.base.thresholds_file.clone())
-                .map(Watched::File),
-        );
-        w
+        [
+            Some(&self.model),
+            self.replies.as_ref(),
+            self.thresholds.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.watched.clone())
+        .collect()
     }
 
     fn reload(&mut self, trigger: Trigger) -> Report {
         tracing::info!(?trigger, "reload requested");
-        let model = self.reload_model();
-        let replies = self.reload_replies();
-        let thresholds = self.reload_thresholds();
         let report = Report {
             trigger,
-            model,
-            replies,
-            thresholds,
+            model: self.reload_model(),
+            replies: self.reload_replies(),
+            thresholds: self.reload_thresholds(),
             model_version: self.r.model.current().version.to_string(),
         };
-        for (part, outcome) in [
-            ("model", Some(&report.model)),
-            ("replies", report.replies.as_ref()),
-            ("thresholds", report.thresholds.as_ref()),
+        let mut failures = Vec::new();
+        for (part, shown, outcome) in [
+            ("model", "model", Some(&report.model)),
+            ("replies", "reply templates", report.replies.as_ref()),
+            (
+                "thresholds",
+                "escalation thresholds",
+                report.thresholds.as_ref(),
+            ),
         ] {
             let Some(outcome) = outcome else { continue };
             metrics()
@@ -285,19 +302,9 @@ impl State {
                 .inc();
             if let PartOutcome::Failed { reason } = outcome {
                 tracing::error!(part, %reason, "reload failed; the previous one stays live");
+                failures.push(format!("{shown}: {reason}"));
             }
         }
-        let failures: Vec<String> = [
-            ("model", Some(&report.model)),
-            ("reply templates", report.replies.as_ref()),
-            ("escalation thresholds", report.thresholds.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(part, outcome)| match outcome {
-            Some(PartOutcome::Failed { reason }) => Some(format!("{part}: {reason}")),
-            _ => None,
-        })
-        .collect();
         if failures.is_empty() {
             let live = self.r.model.current();
             self.r.health.set_model(&live.version, live.id);
@@ -308,22 +315,16 @@ impl State {
     }
 
     fn reload_model(&mut self) -> PartOutcome {
-        let dir = self.r.model.dir().to_path_buf();
-        let seen = Watched::Dir(dir.clone()).fingerprint();
-        if seen == self.model_seen {
+        let Some(now) = self.model.changed() else {
             return PartOutcome::Unchanged;
-        }
+        };
         let started = std::time::Instant::now();
-        let loaded = verify_dir(&dir).and_then(|()| {
-            let mut model = Model::load_on(&self.r.model_cfg, self.r.provider)?;
-            model.warm_up()?;
-            Ok(model)
-        });
         let before = self.r.model.current();
-        match loaded.and_then(|model| self.r.model.install(model)) {
+        let loaded = load_checked(&self.r.model_cfg, self.r.provider)
+            .and_then(|model| self.r.model.install(model));
+        match loaded {
             Ok(live) => {
-                // Only a success is remembered: SIGHUP retries a load that failed.
-                self.model_seen = seen;
+                self.model.live = now;
                 let info = &metrics().model_info;
                 info.with_label_values(&[&before.version, "live"]).set(0);
                 info.with_label_values(&[&live.version, "live"]).set(1);
@@ -345,50 +346,46 @@ impl State {
     }
 
     fn reload_replies(&mut self) -> Option<PartOutcome> {
-        let replies = self.r.replies.as_ref()?;
-        let seen = Watched::File(replies.path.clone()).fingerprint();
-        if Some(&seen) == self.replies_seen.as_ref() {
+        let (replies, part) = (self.r.replies.as_ref()?, self.replies.as_mut()?);
+        let Some(now) = part.changed() else {
             return Some(PartOutcome::Unchanged);
-        }
-        let outcome = match ReplyDrafter::from_file(&replies.path) {
-            Err(e) => PartOutcome::Failed {
-                reason: e.to_string(),
-            },
-            Ok(drafter) => {
-                let new: Vec<&str> = drafter
-                    .topics()
-                    .into_iter()
-                    .filter(|t| !replies.topics.contains(*t))
-                    .collect();
-                if new.is_empty() {
-                    replies.live.store(Arc::new(drafter));
-                    self.replies_seen = Some(seen);
-                    tracing::info!("reply templates reloaded");
-                    PartOutcome::Loaded { version: None }
-                } else {
-                    PartOutcome::Failed {
-                        reason: format!(
-                            "new reply topics {new:?}: topics are checked and registered at \
-                             startup, so adding one needs a restart"
-                        ),
-                    }
-                }
+        };
+        let drafter = match ReplyDrafter::from_file(&replies.path) {
+            Ok(drafter) => drafter,
+            Err(e) => {
+                return Some(PartOutcome::Failed {
+                    reason: e.to_string(),
+                });
             }
         };
-        Some(outcome)
+        let new: Vec<&str> = drafter
+            .topics()
+            .into_iter()
+            .filter(|t| !replies.topics.contains(*t))
+            .collect();
+        if !new.is_empty() {
+            return Some(PartOutcome::Failed {
+                reason: format!(
+                    "new reply topics {new:?}: topics are checked and registered at startup, so \
+                     adding one needs a restart"
+                ),
+            });
+        }
+        replies.live.store(Arc::new(drafter));
+        part.live = now;
+        tracing::info!("reply templates reloaded");
+        Some(PartOutcome::Loaded { version: None })
     }
 
     fn reload_thresholds(&mut self) -> Option<PartOutcome> {
-        let t = self.r.thresholds.as_ref()?;
-        let path = t.base.thresholds_file.clone()?;
-        let seen = Watched::File(path).fingerprint();
-        if Some(&seen) == self.thresholds_seen.as_ref() {
+        let (t, part) = (self.r.thresholds.as_ref()?, self.thresholds.as_mut()?);
+        let Some(now) = part.changed() else {
             return Some(PartOutcome::Unchanged);
-        }
+        };
         Some(match t.base.with_thresholds_file() {
             Ok(cfg) => {
                 t.escalator.set_config(cfg);
-                self.thresholds_seen = Some(seen);
+                part.live = now;
                 tracing::info!("escalation thresholds reloaded");
                 PartOutcome::Loaded { version: None }
             }
@@ -397,6 +394,15 @@ impl State {
             },
         })
     }
+}
+
+/// Loads `cfg.model_dir` as a reload (or the shadow candidate) does: checked by [`verify_dir`],
+/// on `provider`, warmed up.
+pub fn load_checked(cfg: &ModelConfig, provider: ActiveProvider) -> Result<Model, ModelError> {
+    verify_dir(&cfg.model_dir)?;
+    let mut model = Model::load_on(cfg, provider)?;
+    model.warm_up()?;
+    Ok(model)
 }
 
 /// Checks a model directory before it is loaded: every file `SHA256SUMS` lists has that

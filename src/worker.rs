@@ -67,7 +67,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
     })
     .await?
     .context("loading the model")?;
-    let model = LiveModel::new(model, &cfg.model.model_dir);
+    let model = LiveModel::new(model);
 
     let (fatal, mut fatal_rx) = Fatal::channel();
     let encoder =
@@ -137,10 +137,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<()> {
             shadow_cfg.model_dir = dir.clone();
             shadow_cfg.model_sessions = 1;
             let candidate = tokio::task::spawn_blocking(move || {
-                reload::verify_dir(&shadow_cfg.model_dir)?;
-                let mut m = Model::load_on(&shadow_cfg, live_provider)?;
-                m.warm_up()?;
-                Ok::<_, crate::model::ModelError>(m)
+                reload::load_checked(&shadow_cfg, live_provider)
             })
             .await?
             .with_context(|| format!("loading the shadow model {}", dir.display()))?;

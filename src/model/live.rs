@@ -8,7 +8,6 @@
 //! happens between messages: everything tokenized before it finishes on the old sessions, which
 //! are dropped with the last message that holds them.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -26,7 +25,6 @@ pub struct Generation {
     /// One session per model thread; thread `i` only ever locks `engines[i]`, so the lock is
     /// never contended (it makes the generation shareable).
     engines: Vec<Mutex<Engine>>,
-    provider: ActiveProvider,
 }
 
 impl std::fmt::Debug for Generation {
@@ -40,19 +38,17 @@ impl std::fmt::Debug for Generation {
 
 impl Generation {
     pub fn new(id: u64, model: Model) -> Generation {
-        let provider = model.engines[0].provider();
         Generation {
             id,
             version: Arc::from(model.scorer.model_version.as_str()),
             tokenizer: model.tokenizer,
             scorer: model.scorer,
             engines: model.engines.into_iter().map(Mutex::new).collect(),
-            provider,
         }
     }
 
     pub fn provider(&self) -> ActiveProvider {
-        self.provider
+        self.engine(0).provider()
     }
 
     pub fn sessions(&self) -> usize {
@@ -71,21 +67,14 @@ impl Generation {
 #[derive(Clone)]
 pub struct LiveModel {
     current: Arc<ArcSwap<Generation>>,
-    dir: PathBuf,
 }
 
 impl LiveModel {
-    /// The model loaded at startup from `dir`, as generation 1.
-    pub fn new(model: Model, dir: &Path) -> LiveModel {
+    /// The model loaded at startup, as generation 1.
+    pub fn new(model: Model) -> LiveModel {
         LiveModel {
             current: Arc::new(ArcSwap::from_pointee(Generation::new(1, model))),
-            dir: dir.to_path_buf(),
         }
-    }
-
-    /// The directory reloads read.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     pub fn current(&self) -> Arc<Generation> {

@@ -939,6 +939,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn debug_of_the_run_config_hides_the_api_key_and_registry_password() {
+        let cfg = run_config(&[
+            "--api-key",
+            "api-key-value-1",
+            "--schema-registry-username",
+            "svc",
+            "--schema-registry-password",
+            "registry-password-2",
+        ]);
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("api-key-value-1"), "{shown}");
+        assert!(!shown.contains("registry-password-2"), "{shown}");
+        assert_eq!(
+            cfg.api.key().expect("a key"),
+            Some("api-key-value-1".into())
+        );
+        assert_eq!(
+            cfg.registry.credentials().map(|c| c.password),
+            Some("registry-password-2".into())
+        );
+    }
+
     fn with_config_file(text: &str, args: &[&str]) -> Result<RunConfig, ConfigFileError> {
         let file = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(file.path(), text).expect("write config file");

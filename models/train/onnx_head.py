@@ -14,9 +14,12 @@ column) and bias, and the nodes to remove. `feature_model` adds the pooled tenso
 int8 included, is untouched). `int8_head_reference` recomputes the quantized head in numpy (ONNX
 DynamicQuantizeLinear and MatMulInteger semantics), to check that the head was read correctly.
 
-The float head differs from the int8 one by the activation quantisation only: DynamicQuantizeLinear rounds the
+The float head differs from the int8 one by the activation quantisation: DynamicQuantizeLinear rounds the
 pooled vectors to uint8 with one scale per batch, so the int8 model's logits even depend slightly on their
-batch-mates; the float head does not.
+batch-mates; the float head does not. On x86 CPUs with AVX2 but no VNNI instructions (AVX-512 VNNI or
+AVX-VNNI), onnxruntime's uint8 x int8 kernel also adds each pair of products in int16 with saturation
+(`vpmaddubsw`), so the int8 head is further from the float one there (measured 0.12 max abs logit on an AMD
+EPYC with AVX2 only, against 0.02-0.03 with VNNI); `int8_head_reference(..., saturating=True)` computes that.
 """
 
 from __future__ import annotations
@@ -143,16 +146,35 @@ def with_float_head(model: onnx.ModelProto, head: Head, weight: np.ndarray, bias
     return out
 
 
-def int8_head_reference(head: Head, pooled: np.ndarray) -> np.ndarray:
+def int8_head_reference(head: Head, pooled: np.ndarray, saturating: bool = False) -> np.ndarray:
     """The quantized head's logits for one batch, computed as onnxruntime does (ONNX operator semantics):
     DynamicQuantizeLinear over the whole batch (uint8, range always including 0, round half to even),
-    MatMulInteger in int32, then (x_scale * w_scale) and the bias."""
+    MatMulInteger in int32, then (x_scale * w_scale) and the bias.
+
+    saturating: as onnxruntime's x86 AVX2 kernel (no VNNI) computes the uint8 x int8 products: the raw
+    products of inputs 2k and 2k+1 summed in int16 with saturation (`vpmaddubsw`), the zero points
+    subtracted afterwards in int32. Exact on an AVX2-only CPU; without saturation it is exact on CPUs with
+    VNNI (and wherever no pair reaches the int16 range)."""
     if not head.quantized:
         raise ValueError("not a quantized head")
     x = pooled.astype(np.float32)
     lo, hi = min(0.0, float(x.min())), max(0.0, float(x.max()))
     x_scale = np.float32((hi - lo) / 255.0) if hi > lo else np.float32(1.0)
-    x_zp = np.clip(np.rint(-lo / x_scale), 0, 255)
-    x_q = np.clip(np.rint(x / x_scale) + x_zp, 0, 255).astype(np.int32)
-    acc = (x_q - int(x_zp)) @ (head.weight_q.astype(np.int32) - head.weight_zero_point.astype(np.int32))
+    x_zp = int(np.clip(np.rint(-lo / x_scale), 0, 255))
+    x_q = np.clip(np.rint(x / x_scale) + x_zp, 0, 255).astype(np.int64)
+    w_q = head.weight_q.astype(np.int64)
+    w_zp = head.weight_zero_point.astype(np.int64)
+    if saturating:
+        products = x_q[:, :, None] * w_q[None, :, :]  # [batch, k, n]
+        pairs = products.reshape(len(x_q), -1, 2, w_q.shape[1]).sum(2)
+        raw = np.clip(pairs, -32768, 32767).sum(1)  # sum_k x_q * w_q, as the kernel adds it
+        acc = raw - x_zp * w_q.sum(0) - x_q.sum(1)[:, None] * w_zp + w_q.shape[0] * x_zp * w_zp
+    else:
+        acc = (x_q - x_zp) @ (w_q - w_zp)
     return (acc.astype(np.float32) * (x_scale * head.weight_scale.astype(np.float32)) + head.bias).astype(np.float32)
+
+
+def int8_head_error(head: Head, pooled: np.ndarray, logits: np.ndarray) -> float:
+    """Max abs difference between the graph's `logits` for one batch and the closer of the two ways
+    onnxruntime's CPU kernels compute the quantized head (exact int32, or AVX2's saturating pairs)."""
+    return min(float(np.abs(int8_head_reference(head, pooled, saturating) - logits).max()) for saturating in (False, True))

@@ -20,9 +20,9 @@ Method ("head fine-tune"), CPU-only, no torch and no training checkpoint:
    new weights (everything else stays int8; the file keeps the name model.int8.onnx so the worker loads it
    on CPU). Two checks run on every retrain: the ORIGINAL head written through the same surgery must
    reproduce the current model's logits within PARITY_TOL (it differs only by the int8 head's activation
-   quantisation: measured 0.02-0.03 max abs logit), and the written candidate graph must reproduce the numpy
-   head on the features within 1e-4. The int8 head is also recomputed in numpy from the features to show
-   the head was read correctly (within EMULATION_TOL).
+   quantisation: measured 0.02-0.03 max abs logit, 0.12-0.14 on AVX2-only CPUs, see onnx_head), and the
+   written candidate graph must reproduce the numpy head on the features within 1e-4. The int8 head is also recomputed in numpy from the features to show
+   the head was read correctly (within EMULATION_TOL, by the closer of onnxruntime's two CPU kernels).
 5. labels.json is the current one with model_version `<current>+ft.<sha256(feedback)[:8]>`; thresholds are
    kept (not re-tuned); tokenizer.json is copied; SHA256SUMS as in models/emotion. retrain.json records the
    data, settings, parity numbers and timings.
@@ -52,9 +52,12 @@ import gate
 from common import ARTIFACT_DIR, CACHE_DIR, INFER_MAX_LEN, LABELS, derive, load_split, load_tokenizer, pad_batch, sigmoid
 from corpora import load_seed
 from feedback import FeedbackError, file_tag, language_group, read_feedback, split_feedback
-from onnx_head import feature_model, find_head, int8_head_reference, with_float_head
+from onnx_head import feature_model, find_head, int8_head_error, with_float_head
 
-PARITY_TOL = 0.05  # original head through the surgery vs the current graph, max abs logit
+# Original head through the surgery vs the current graph, max abs logit: the int8 head's activation rounding
+# (0.02-0.03 measured with VNNI) and, on AVX2-only x86, its int16 pair saturation (0.12-0.14 measured on an
+# AMD EPYC); a misread head is off by whole logits. The two checks below are the tight ones.
+PARITY_TOL = 0.3
 EMULATION_TOL = 0.01  # int8 head recomputed in numpy vs the graph (≤ 3e-3 measured: rounding ties)
 CANDIDATE_TOL = 1e-4  # written candidate graph vs the numpy head on the same features
 ARTIFACT_FILES = ["model.int8.onnx", "tokenizer.json", "labels.json"]
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def check_batch(got):
         if head.quantized:
-            emulation.append(float(np.abs(int8_head_reference(head, got[1]) - got[0]).max()))
+            emulation.append(int8_head_error(head, got[1], got[0]))
 
     encodings = tok.encode_batch(texts)
     feature_session = make_session(feature_model(model, head), args.threads)

@@ -111,9 +111,21 @@ class HeadSurgery(unittest.TestCase):
         self.assertEqual(self.head.weight.shape, (384, len(LABELS)))
 
     def test_int8_head_recomputed_in_numpy_matches_the_graph(self):
-        from onnx_head import int8_head_reference
+        from onnx_head import int8_head_error
 
-        self.assertLess(np.abs(int8_head_reference(self.head, self.pooled) - self.logits).max(), retrain.EMULATION_TOL)
+        self.assertLess(int8_head_error(self.head, self.pooled, self.logits), retrain.EMULATION_TOL)
+
+    def test_saturating_reference_adds_product_pairs_in_int16(self):
+        from onnx_head import Head, int8_head_reference
+
+        # 4 inputs, 2 outputs; weight scale 1, zero points 0. Inputs quantize to uint8 255, 255, 0, 255
+        # (scale 1, zero point 0): the first pair's products 255*127 + 255*127 = 64770 saturate at 32767.
+        w_q = np.array([[127, -1], [127, 1], [5, 3], [2, 0]], dtype=np.int8)
+        head = Head("x", w_q.astype(np.float32), np.zeros(2, np.float32), True, [], w_q,
+                    np.zeros(2, np.int8), np.ones(2, np.float32))
+        x = np.array([[255.0, 255.0, 0.0, 255.0]], np.float32)
+        np.testing.assert_array_equal(int8_head_reference(head, x), [[64770 + 510, 0]])
+        np.testing.assert_array_equal(int8_head_reference(head, x, saturating=True), [[32767 + 510, 0]])
 
     def test_original_weights_through_the_surgery_reproduce_the_current_logits(self):
         from onnx_head import with_float_head

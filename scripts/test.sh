@@ -3,7 +3,8 @@
 # (Kafka + Redis), runs every test target against it, then stops the stack. Exits with cargo's status.
 #
 #   scripts/test.sh [cargo test args...]   e.g. scripts/test.sh --test pipeline
-#   MOODSTREAM_KEEP_STACK=1                leave the stack running afterwards (faster reruns)
+#   MOODSTREAM_KEEP_STACK=1                keep the running stack and its data, and leave it running
+#                                          afterwards (faster reruns); otherwise the broker starts empty
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source-path=SCRIPTDIR source=env.sh
@@ -18,7 +19,11 @@ fi
 
 if [[ ${MOODSTREAM_KEEP_STACK:-0} != 1 ]]; then
   # Set before `up` so a half-started stack is stopped too; the script's exit status is kept.
+  # `down` reports a service that died during the run, with the errors from its log.
   trap 'deploy/local/stack.sh down' EXIT
+  # Every run starts from an empty broker: the suite creates a few thousand partitions, and a
+  # cache kept between runs (CI) would otherwise pile them up run after run.
+  deploy/local/stack.sh clean
 fi
 # The integration tests need every service: the Schema Registry and the secured listeners
 # (SASL_SSL, mutual TLS) for tests/schema_registry.rs and tests/secure_kafka.rs.

@@ -411,11 +411,29 @@ create_topics() {
   kafka_tool "$here/kafka/CreateTopics.java" "$bootstrap" "$@" | sed 's/^/stack: /' >&2
 }
 
+# The log file of service $1.
+service_log() {
+  case $1 in
+    kafka) echo "$run_dir/kafka/server.log" ;;
+    redis) echo "$run_dir/redis/redis.log" ;;
+    registry) echo "$registry_dir/server.log" ;;
+  esac
+}
+
 # Stops the process named by $run_dir/$1.pid (if it is still ours) and waits for it to exit.
+# A pid file left by a process that is gone means the service died on its own (out of memory,
+# files, disk...): says so with the errors at the end of its log, so a failed test run shows why.
 stop() {
   local name=$1 marker=$2 pid i
   if ! alive "$name" "$marker"; then
-    log "$name not running"
+    if [[ -s $run_dir/$name.pid ]]; then
+      log "$name had exited on its own (pid $(<"$run_dir/$name.pid")); last errors in $(service_log "$name"):"
+      grep -E 'ERROR|FATAL|WARN.*(fail|Fail)|OutOfMemory|Too many open files|No space left|Killed|# ' \
+        "$(service_log "$name")" 2>/dev/null | tail -n 25 | sed 's/^/stack:   /' >&2 || true
+      log "disk: $(df -h "$run_dir" | awk 'NR == 2 {print $4 " free of " $2}'), open files limit $(ulimit -n)"
+    else
+      log "$name not running"
+    fi
     rm -f "$run_dir/$name.pid"
     return
   fi

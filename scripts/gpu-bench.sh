@@ -65,9 +65,9 @@ import json, math, sys
 ref = json.load(open("tests/fixtures/parity.json"))
 labels = json.load(open("models/emotion/labels.json"))["labels"]
 out = [json.loads(l) for l in open(sys.argv[1])]
-d = max(abs(o["scores"][k] - 1 / (1 + math.exp(-r["logits"][i])))
+d = max(abs(o["scores"][k] - 1 / (1 + math.exp(-r["reference"]["exact"]["logits"][i])))
         for o, r in zip(out, ref["cases"]) for i, k in enumerate(labels))
-agree = sum(o["primary_emotion"] == r["primary"] for o, r in zip(out, ref["cases"]))
+agree = sum(o["primary_emotion"] == r["reference"]["exact"]["primary"] for o, r in zip(out, ref["cases"]))
 print(f"parity: {len(out)}/{len(ref['cases'])} results, primary agrees {agree}, max |score diff| {d:.4f}")
 PY
 

@@ -348,9 +348,10 @@ kafka_up() {
   # setsid: its own session, so Ctrl-C in the shell that ran `up` does not take the broker down.
   # The inner shell writes its own pid then execs java, so the pid file is right even if setsid forks.
   # 9>&- : do not hand the stack lock to the long-lived broker.
+  # Heap: the test suite leaves ~1,400 partitions and its groups; old gen then holds ~230 MB.
   # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$run_dir/kafka.pid" \
-    java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+    java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$here/kafka/log4j2.properties" \
     -cp "$kafka_libs/*" kafka.Kafka "$kafka_conf" \
     </dev/null >"$run_dir/kafka/server.log" 2>&1 9>&- &

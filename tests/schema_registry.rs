@@ -333,3 +333,118 @@ async fn auto_register_off_needs_preregistered_output_schemas() {
         );
     }
 }
+
+/// The console and `feedback export` take the worker's registry flags: the console reads the
+/// Avro results the worker wrote under registry ids, produces an agent's correction under the
+/// id the registry gives `<feedback topic>-value`, and the export (same flags) decodes it into
+/// a training example joined with the message's text. With `registry.json` ids instead (what
+/// the console used before) the export would count the event as undecodable.
+#[tokio::test(flavor = "multi_thread")]
+async fn console_feedback_and_its_export_go_through_the_workers_registry() {
+    let reg = registry();
+    let topics = TestTopics::create("sr-console", 1, 1).await;
+    let input = &topics.inputs[0];
+    let feedback = unique("sr-console-feedback");
+    create_topics(&[(feedback.as_str(), 1)]).await;
+    let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    let msgs = messages("sr-console", 2);
+    produce_json(input, &msgs).await;
+    let ca = reg.ca.to_str().unwrap().to_string();
+    let flags = [
+        "--schema-registry-url",
+        reg.https.as_str(),
+        "--schema-registry-ca",
+        ca.as_str(),
+        "--schema-registry-username",
+        reg.user.as_str(),
+        "--schema-registry-password",
+        reg.password.as_str(),
+    ];
+    let worker_flags: Vec<&str> = ["--output-format", "avro"]
+        .into_iter()
+        .chain(flags)
+        .collect();
+    let worker = Worker::start(&unique("sr-console-group"), &topics, &worker_flags);
+    read_until(&[&topics.emotions], WAIT, |r| r.len() >= msgs.len());
+
+    let console_flags: Vec<&str> = ["--output-format", "avro", "--agent-id", "agent-sr"]
+        .into_iter()
+        .chain(flags)
+        .collect();
+    let console = Console::start(&topics, &feedback, &console_flags);
+    // Refused until the console has read the message (404) and its Avro emotion result (400).
+    let (origin, url, message_id) = (
+        console.url.clone(),
+        format!("{}/api/feedback", console.url),
+        msgs[0].message_id.clone(),
+    );
+    let (status, body) = off_runtime(move || {
+        let client = reqwest::blocking::Client::new();
+        let request = serde_json::json!({
+            "event_id": uuid::Uuid::new_v4().to_string(),
+            "message_id": message_id,
+            "action": "relabel",
+            "corrected_label": "anger",
+        });
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let resp = client
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .header("Origin", &origin) // as the console's own page sends it
+                .body(request.to_string())
+                .send()
+                .expect("POST /api/feedback");
+            let status = resp.status().as_u16();
+            let body = resp.text().unwrap_or_default();
+            let not_yet = status == 404 || body.contains("no emotion result yet");
+            if !not_yet || std::time::Instant::now() > deadline {
+                return (status, body);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    assert_eq!(status, 200, "feedback accepted: {body}");
+    assert!(worker.terminate().success());
+
+    let events = read_until(&[&feedback], WAIT, |r| !r.is_empty());
+    let (id, _) = moodstream::decode::split_wire_format(&events[0].value).expect("wire format");
+    let latest = reg.call(
+        reqwest::Method::GET,
+        format!("/subjects/{feedback}-value/versions/latest"),
+        None,
+    );
+    assert_eq!(
+        Some(u64::from(id)),
+        latest["id"].as_u64(),
+        "the feedback event is written under the registry's id for {feedback}-value"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let examples = dir.path().join("feedback.jsonl");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moodstream"))
+        .current_dir(repo())
+        .args(["feedback", "export", "--brokers", &brokers()])
+        .args(["--feedback-topic", &feedback, "--input-topic", input])
+        .args(["--from", &started.to_string()])
+        .args(flags)
+        .arg("--out")
+        .arg(&examples)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run feedback export");
+    assert!(
+        out.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&examples)
+        .expect("exported file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["label"], "anger");
+    assert_eq!(lines[0]["label_source"], "relabel");
+    assert_eq!(lines[0]["text"], msgs[0].text.as_str());
+}

@@ -19,7 +19,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::config::{Client, Format, KafkaConfig};
+use crate::config::{Client, Format, KafkaConfig, SchemaRegistryConfig};
 use crate::decode::{Decoder, Limits as DecodeLimits, split_wire_format};
 use crate::schema::{SchemaRegistry, contract, contracts};
 use auth::Auth;
@@ -70,9 +70,19 @@ pub struct ConsoleConfig {
         default_value = "json"
     )]
     pub output_format: Format,
-    /// Where `registry.json` lives (Avro schema ids).
-    #[arg(long, env = "MOODSTREAM_SCHEMA_DIR", default_value = "schemas")]
-    pub schema_dir: PathBuf,
+    /// Where Avro schema ids resolve: the worker's Schema Registry flags, so the console reads
+    /// the ids the worker wrote and writes feedback events under ids the same registry knows.
+    #[command(flatten)]
+    pub registry: SchemaRegistryConfig,
+    /// Register `feedback_event.avsc` under `<feedback topic>-value` at startup (Avro output
+    /// with a remote registry). Off: it must already be registered there.
+    #[arg(
+        long,
+        env = "MOODSTREAM_SCHEMA_REGISTRY_AUTO_REGISTER",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub schema_registry_auto_register: bool,
     /// Emotion results topic.
     #[arg(long, env = "MOODSTREAM_OUTPUT_TOPIC", default_value = "emotions")]
     pub output_topic: String,
@@ -274,24 +284,27 @@ async fn consume(
         };
         let Some(bytes) = msg.payload() else { continue };
         let topic = msg.topic();
-        let record = if inputs.iter().any(|t| t == topic) {
-            decoder
-                .decode(Some(bytes), cfg.input_format)
-                .ok()
-                .map(|m| Record::Message(Box::new(m)))
-        } else if topic == cfg.output_topic {
-            decode_output(bytes, format, &registry, &emotion_schema)
-                .map(|e| Record::Emotion(Box::new(e)))
-        } else if topic == cfg.feedback_topic {
-            decode_output(bytes, format, &registry, &feedback_schema)
-                .map(|e| Record::Feedback(Box::new(e)))
-        } else if topic == cfg.escalation_topic {
-            decode_output(bytes, format, &registry, &escalation_schema)
-                .map(|e| Record::Escalation(Box::new(e)))
-        } else {
-            decode_output(bytes, format, &registry, &draft_schema)
-                .map(|d| Record::Draft(Box::new(d)))
-        };
+        // A writer schema not yet cached is fetched from the registry: a blocking call.
+        let record = tokio::task::block_in_place(|| {
+            if inputs.iter().any(|t| t == topic) {
+                decoder
+                    .decode(Some(bytes), cfg.input_format)
+                    .ok()
+                    .map(|m| Record::Message(Box::new(m)))
+            } else if topic == cfg.output_topic {
+                decode_output(bytes, format, &registry, &emotion_schema)
+                    .map(|e| Record::Emotion(Box::new(e)))
+            } else if topic == cfg.feedback_topic {
+                decode_output(bytes, format, &registry, &feedback_schema)
+                    .map(|e| Record::Feedback(Box::new(e)))
+            } else if topic == cfg.escalation_topic {
+                decode_output(bytes, format, &registry, &escalation_schema)
+                    .map(|e| Record::Escalation(Box::new(e)))
+            } else {
+                decode_output(bytes, format, &registry, &draft_schema)
+                    .map(|d| Record::Draft(Box::new(d)))
+            }
+        });
         match record {
             Some(r) => {
                 if requests.send(Request::Record(r)).await.is_err() {
@@ -312,14 +325,22 @@ async fn consume(
 pub async fn run(cfg: ConsoleConfig) -> anyhow::Result<()> {
     crate::telemetry::init_logging(&cfg.telemetry);
     let auth = cfg.auth()?;
-    let registry = Arc::new(match cfg.output_format {
-        Format::Avro => SchemaRegistry::local(&cfg.schema_dir).context("schemas/registry.json")?,
-        Format::Json if cfg.input_format == Format::Avro => {
-            SchemaRegistry::local(&cfg.schema_dir).context("schemas/registry.json")?
-        }
-        Format::Json => SchemaRegistry::none(),
-    });
-    let sender = feedback::Sender::new(&cfg, registry.clone()).context("feedback producer")?;
+    // Registry calls block (HTTP on a cache miss): off the async runtime, here and in `consume`.
+    let registry = if cfg.output_format == Format::Avro || cfg.input_format == Format::Avro {
+        let (registry, auto_register) = (cfg.registry.clone(), cfg.schema_registry_auto_register);
+        tokio::task::spawn_blocking(move || registry.registry(auto_register))
+            .await?
+            .context("Schema Registry")?
+    } else {
+        SchemaRegistry::none()
+    };
+    let registry = Arc::new(registry);
+    let sender = {
+        let (cfg, registry) = (cfg.clone(), registry.clone());
+        tokio::task::spawn_blocking(move || feedback::Sender::new(&cfg, registry))
+            .await?
+            .context("feedback producer")?
+    };
     let (req_tx, req_rx) = mpsc::channel(1024);
     let (upd_tx, _) = broadcast::channel(4096);
     let limits = state::Limits {

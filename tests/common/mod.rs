@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -619,4 +620,57 @@ pub fn model_versions(records: &[Record]) -> HashMap<String, String> {
         );
     }
     seen
+}
+
+/// A running `moodstream console` on `topics` (the worker's outputs) producing feedback to
+/// `feedback`, its address read from its first line of stdout.
+pub struct Console {
+    child: Child,
+    pub url: String,
+}
+
+impl Console {
+    pub fn start(topics: &TestTopics, feedback: &str, extra: &[&str]) -> Console {
+        let bin = std::env::var("MOODSTREAM_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_moodstream").to_string());
+        let reply_pattern = format!("^{}.*", topics.reply_prefix.replace('.', r"\."));
+        let mut child = Command::new(bin)
+            .current_dir(repo())
+            .arg("console")
+            .args(["--brokers", &brokers(), "--group", &unique("console")])
+            .args(["--bind", "127.0.0.1:0", "--topics", &topics.inputs[0]])
+            .args(["--output-topic", &topics.emotions])
+            .args(["--escalation-topic", &topics.escalations])
+            .args([
+                "--reply-topics",
+                &reply_pattern,
+                "--feedback-topic",
+                feedback,
+            ])
+            .args(["--log-format", "text"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn moodstream console");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("console prints its address");
+        let url = line
+            .trim()
+            .strip_prefix("console: ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        Console { child, url }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

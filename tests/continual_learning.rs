@@ -207,26 +207,18 @@ async fn agent_feedback_retrains_a_gated_model_that_the_running_worker_switches_
 
     // 3. Export: one masked example per message.
     let examples = root.path().join("feedback.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_moodstream"))
-        .current_dir(repo())
-        .args(["feedback", "export", "--brokers", &brokers()])
-        .args(["--feedback-topic", &feedback_topic, "--input-topic", &input])
-        .args(["--from", &started.to_string()])
-        .arg("--out")
-        .arg(&examples)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run feedback export");
-    assert!(
-        out.status.success(),
-        "export failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let started = started.to_string();
+    let (text, lines) = feedback_export(
+        &[
+            "--feedback-topic",
+            &feedback_topic,
+            "--input-topic",
+            &input,
+            "--from",
+            &started,
+        ],
+        &examples,
     );
-    let text = std::fs::read_to_string(&examples).expect("exported file");
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
     assert_eq!(lines.len(), LABELLED.len(), "one example per message");
     for secret in [
         "alex.chen@example.com",

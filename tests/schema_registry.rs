@@ -422,27 +422,19 @@ async fn console_feedback_and_its_export_go_through_the_workers_registry() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let examples = dir.path().join("feedback.jsonl");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moodstream"))
-        .current_dir(repo())
-        .args(["feedback", "export", "--brokers", &brokers()])
-        .args(["--feedback-topic", &feedback, "--input-topic", input])
-        .args(["--from", &started.to_string()])
-        .args(flags)
-        .arg("--out")
-        .arg(&examples)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run feedback export");
-    assert!(
-        out.status.success(),
-        "export failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&examples)
-        .expect("exported file")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let started = started.to_string();
+    let args: Vec<&str> = [
+        "--feedback-topic",
+        feedback.as_str(),
+        "--input-topic",
+        input,
+        "--from",
+        &started,
+    ]
+    .into_iter()
+    .chain(flags)
+    .collect();
+    let (_, lines) = feedback_export(&args, &examples);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["label"], "anger");
     assert_eq!(lines[0]["label_source"], "relabel");

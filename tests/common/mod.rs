@@ -674,3 +674,28 @@ impl Drop for Console {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `moodstream feedback export --brokers <broker> <args> --out <out>` and panics unless it
+/// succeeds; returns the written file's text and its JSON lines.
+pub fn feedback_export(args: &[&str], out: &Path) -> (String, Vec<serde_json::Value>) {
+    let run = Command::new(env!("CARGO_BIN_EXE_moodstream"))
+        .current_dir(repo())
+        .args(["feedback", "export", "--brokers", &brokers()])
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run feedback export");
+    assert!(
+        run.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(out).expect("exported file");
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    (text, lines)
+}
